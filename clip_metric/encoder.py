@@ -1,0 +1,351 @@
+"""One frozen CLIP-family model, loaded once, that turns images and prompts into embeddings.
+
+:class:`ClipEncoder` is deliberately not an ``nn.Module``: whoever holds it (a metric, a
+callback, a LightningModule) never sees its weights in ``state_dict()`` or ``parameters()``, so
+they stay out of checkpoints and optimizers. It is always in eval mode with
+``requires_grad=False``, preprocesses tensors on its own device following the model's image
+processor config, and caches text embeddings by prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clip_metric.attention import AttentionPolicy, check_attention, restored_attention
+from clip_metric.images import ImageTransform, standardize_images
+from clip_metric.precision import autocast_context, check_precision, resolve_precision, weight_dtype
+
+log = logging.getLogger("clip_metric")
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
+# Models that were trained on text padded to the full context and pool the last position.
+_PAD_TO_MAX_LENGTH = ("siglip", "siglip2")
+_OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _embedding(output: Any) -> Tensor:
+    """The embedding from ``get_*_features``: a tensor (transformers 4.x) or an output object (5.x)."""
+    if isinstance(output, Tensor):
+        return output
+    for name in ("pooler_output", "image_embeds", "text_embeds"):
+        value = getattr(output, name, None)
+        if isinstance(value, Tensor):
+            return value
+    raise TypeError(f"Cannot find an embedding in the model output of type {type(output).__name__}")
+
+
+def _load_pretrained(name_or_path: str, **model_kwargs: Any) -> tuple[Any, Any, Any]:
+    import transformers
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model_kwargs.setdefault(dtype_key, torch.float32)
+    try:
+        model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        local = os.path.isdir(name_or_path)
+        hint = (
+            "the directory must hold a model, tokenizer and image processor saved with `save_pretrained`"
+            if local
+            else "download it while online (e.g. `hf download "
+            f"{name_or_path}`), or pass a local directory saved with `save_pretrained`"
+        )
+        raise OSError(f"Could not load the CLIP model {name_or_path!r}: {err}\nTo fix: {hint}.") from err
+    return model, tokenizer, image_processor
+
+
+def _split_processor(processor: Any) -> tuple[Any, Any]:
+    """(tokenizer, image_processor) from a processor, a pair, or a bare tokenizer."""
+    if processor is None:
+        raise ValueError("A preloaded model needs its `processor` (or a (tokenizer, image_processor) pair)")
+    if isinstance(processor, (tuple, list)):
+        if len(processor) != 2:
+            raise ValueError(f"Expected a (tokenizer, image_processor) pair but got {len(processor)} items")
+        return processor[0], processor[1]
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        return tokenizer, getattr(processor, "image_processor", None)
+    return processor, None
+
+
+def _default_transform(model: Any) -> ImageTransform:
+    size = int(getattr(getattr(model.config, "vision_config", model.config), "image_size", 224))
+    return ImageTransform(size, None, (size, size), _OPENAI_CLIP_MEAN, _OPENAI_CLIP_STD, "bicubic")
+
+
+class ClipEncoder:
+    """A frozen CLIP-family model with its tokenizer and image preprocessing.
+
+    Works with any model that has ``get_image_features`` and ``get_text_features``
+    (``CLIPModel``, ``SiglipModel``, ...), on transformers 4.4x and 5.x.
+
+    Args:
+        model: the loaded model.
+        tokenizer: its tokenizer.
+        image_processor: its Hugging Face image processor (or its config dict); size, crop,
+            mean, std and resampling are read from it. ``None`` uses OpenAI CLIP's defaults at
+            the model's ``image_size``.
+        precision: ``"auto"`` (default), ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``,
+            ``"bf16-true"`` or ``"16-true"``; see :mod:`clip_metric.precision`.
+        attention_policy: what to do about a SageAttention patch of torch's SDPA:
+            ``"restore"`` (default) runs CLIP with the original attention, ``"strict"`` raises,
+            ``"ignore"`` does nothing; see :mod:`clip_metric.attention`.
+        text_cache_size: how many prompt embeddings to keep (least recently used dropped).
+
+    Raises:
+        TypeError: if the model lacks ``get_image_features`` / ``get_text_features``.
+        ValueError: for an unknown precision or attention policy, or a bad cache size.
+
+    Example:
+        >>> from clip_metric.embedded import embedded_model_path
+        >>> encoder = ClipEncoder.from_pretrained(embedded_model_path(), precision="32")
+        >>> encoder.encode_texts(["a red circle on a blue background"]).shape[0]
+        1
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        image_processor: Any = None,
+        *,
+        precision: str = "auto",
+        attention_policy: AttentionPolicy = "restore",
+        text_cache_size: int = 100_000,
+    ) -> None:
+        for method in ("get_image_features", "get_text_features"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(
+                    f"Expected a CLIP-family model with `{method}` but got {type(model).__name__}"
+                )
+        if not isinstance(text_cache_size, int) or text_cache_size < 0:
+            raise ValueError(f"Expected `text_cache_size` to be a non-negative int but got {text_cache_size!r}")
+        self.precision = check_precision(precision)
+        for finding in check_attention(attention_policy):
+            log.info("CLIP scoring runs with torch's original attention: %s (%s)", finding.detail, finding.source)
+        self.attention_policy = attention_policy
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.transform = (
+            ImageTransform.from_image_processor(image_processor)
+            if image_processor is not None
+            else _default_transform(model)
+        )
+        model_type = str(getattr(model.config, "model_type", ""))
+        self._pad_to_max_length = model_type in _PAD_TO_MAX_LENGTH
+        text_config = getattr(model.config, "text_config", model.config)
+        limits = [getattr(text_config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        self.context_length = min(int(n) for n in limits if n is not None and n < 1_000_000)
+        self.text_cache_size = text_cache_size
+        self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._active_precision = ""
+        self._apply_precision()
+        # Counters users and benchmarks can read.
+        self.text_forward_count = 0
+        self.image_forward_count = 0
+        self.truncated_prompt_count = 0
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        attention_policy: AttentionPolicy = "restore",
+        text_cache_size: int = 100_000,
+        **model_kwargs: Any,
+    ) -> ClipEncoder:
+        """Load a model, tokenizer and image processor by hub id or local directory.
+
+        Raises:
+            OSError: if the model cannot be loaded, with how to get it (offline machines need a
+                local directory or a model downloaded while online).
+        """
+        model, tokenizer, image_processor = _load_pretrained(os.fspath(name_or_path), **model_kwargs)
+        encoder = cls(
+            model,
+            tokenizer,
+            image_processor,
+            precision=precision,
+            attention_policy=attention_policy,
+            text_cache_size=text_cache_size,
+        )
+        return encoder.to(device) if device is not None else encoder
+
+    @classmethod
+    def build(cls, source: Any = DEFAULT_MODEL, processor: Any = None, **kwargs: Any) -> ClipEncoder:
+        """An encoder from a hub id, a local directory, an encoder, or a preloaded model.
+
+        Args:
+            source: a hub id or path (loaded with :meth:`from_pretrained`), a
+                :class:`ClipEncoder` (returned as is), or a preloaded model.
+            processor: for a preloaded model: its processor, or a ``(tokenizer, image_processor)``
+                pair.
+            kwargs: passed to the constructor or :meth:`from_pretrained`.
+        """
+        if isinstance(source, ClipEncoder):
+            return source
+        if isinstance(source, (str, os.PathLike)):
+            if processor is not None:
+                raise ValueError("`processor` is only for preloaded models; a path or hub id brings its own")
+            return cls.from_pretrained(source, **kwargs)
+        tokenizer, image_processor = _split_processor(processor)
+        return cls(source, tokenizer, image_processor, **kwargs)
+
+    # ----------------------------------------------------------------------------- device
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> ClipEncoder:
+        """Move the model and the text cache; a no-op when already there."""
+        device = torch.device(device)
+        if device != self.device:
+            self.model.to(device)
+            self._text_cache = OrderedDict((k, v.to(device)) for k, v in self._text_cache.items())
+            self._apply_precision()
+        return self
+
+    def _apply_precision(self) -> None:
+        resolved = resolve_precision(self.precision, self.device)
+        if resolved != self._active_precision:
+            self.model.to(weight_dtype(resolved))
+            self._active_precision = resolved
+
+    @property
+    def active_precision(self) -> str:
+        """The concrete precision in use on the current device (``"auto"`` resolved)."""
+        return self._active_precision
+
+    def __deepcopy__(self, memo: dict) -> ClipEncoder:
+        # The encoder is frozen: copies of a metric share it instead of duplicating the weights.
+        return self
+
+    # ----------------------------------------------------------------------------- forward
+    def _forward(self, method: str, **inputs: Tensor) -> Tensor:
+        if self.attention_policy == "strict":
+            check_attention("strict")
+        restore = restored_attention() if self.attention_policy == "restore" else contextlib.nullcontext()
+        # Mixed precision covers the image tower only: text embeddings are cached (paid once per
+        # prompt) and the text tower is where half precision moves scores the most.
+        autocast = autocast_context(self._active_precision if method == "get_image_features" else "32", self.device)
+        with torch.no_grad(), restore, autocast:
+            features = _embedding(getattr(self.model, method)(**inputs))
+        return F.normalize(features.float(), dim=-1)
+
+    def encode_images(self, images: Any, value_range: Any = (0.0, 1.0)) -> Tensor:
+        """Normalised image embeddings ``(N, D)`` in float32.
+
+        Args:
+            images: any input :func:`clip_metric.images.standardize_images` accepts.
+            value_range: the ``(low, high)`` of float pixel values.
+        """
+        pixels = self.preprocess(images, value_range)
+        self.image_forward_count += 1
+        return self._forward("get_image_features", pixel_values=pixels.to(weight_dtype(self._active_precision)))
+
+    def preprocess(self, images: Any, value_range: Any = (0.0, 1.0)) -> Tensor:
+        """Model-ready pixel values ``(N, 3, h, w)`` on the encoder's device."""
+        batches = standardize_images(images, value_range, self.device)
+        return torch.cat([self.transform(batch) for batch in batches])
+
+    def encode_texts(self, prompts: Sequence[str]) -> Tensor:
+        """Normalised text embeddings ``(N, D)`` in float32, cached by prompt.
+
+        Prompts longer than the model's context are truncated by the tokenizer, which keeps the
+        end-of-text token CLIP pools on; they are counted in ``truncated_prompt_count`` and
+        logged.
+
+        Raises:
+            ValueError: for a non-list, an empty list, non-string or empty prompts.
+        """
+        prompts = check_prompts(prompts)
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
+        if missing:
+            fresh = self._encode_uncached(missing)
+            for prompt, embedding in zip(missing, fresh):
+                self._text_cache[prompt] = embedding
+        embeddings = []
+        for prompt in prompts:
+            self._text_cache.move_to_end(prompt)
+            embeddings.append(self._text_cache[prompt])
+        result = torch.stack(embeddings)
+        while len(self._text_cache) > self.text_cache_size:
+            self._text_cache.popitem(last=False)
+        return result
+
+    def _encode_uncached(self, prompts: list[str]) -> Tensor:
+        lengths = [len(ids) for ids in self.tokenizer(prompts, verbose=False)["input_ids"]]
+        too_long = [p for p, n in zip(prompts, lengths) if n > self.context_length]
+        if too_long:
+            self.truncated_prompt_count += len(too_long)
+            log.warning(
+                "%d prompt(s) longer than the model's %d-token context were truncated (end-of-text token "
+                "kept), e.g. %r",
+                len(too_long),
+                self.context_length,
+                too_long[0][:80],
+            )
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length" if self._pad_to_max_length else True,
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
+        )
+        inputs = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        self.text_forward_count += 1
+        return self._forward("get_text_features", **inputs)
+
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    @property
+    def text_cache_len(self) -> int:
+        return len(self._text_cache)
+
+    def score(self, images: Any, prompts: Sequence[str], value_range: Any = (0.0, 1.0)) -> Tensor:
+        """Per-sample cosine between each image and its prompt, ``(N,)`` float32.
+
+        Raises:
+            ValueError: if the number of images and prompts differ, or for bad images/prompts.
+        """
+        prompts = check_prompts(prompts)
+        pixels = self.preprocess(images, value_range)
+        if pixels.shape[0] != len(prompts):
+            raise ValueError(
+                f"Expected one prompt per image but got {pixels.shape[0]} images and {len(prompts)} prompts"
+            )
+        text = self.encode_texts(prompts)
+        self.image_forward_count += 1
+        image = self._forward("get_image_features", pixel_values=pixels.to(weight_dtype(self._active_precision)))
+        return (image * text).sum(dim=-1).clamp(-1.0, 1.0)
+
+
+def check_prompts(prompts: Any) -> list[str]:
+    """Validate prompts: a non-empty list of non-empty strings (a single string is one prompt)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence):
+        raise ValueError(f"Expected prompts as a list of strings but got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise ValueError("Expected at least one prompt but got an empty list")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ValueError(f"Expected prompt {index} to be a string but got {type(prompt).__name__}: {prompt!r}")
+        if not prompt.strip():
+            raise ValueError(f"Expected prompt {index} to be non-empty but got {prompt!r}")
+    return list(prompts)
+

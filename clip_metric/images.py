@@ -1,0 +1,307 @@
+"""Image input contract and tensor preprocessing.
+
+Everything a user may hand to the metric (uint8 or float tensors, PIL images, numpy arrays,
+lists of differently sized images, grayscale or RGBA) is turned into float RGB tensors in
+``[0, 1]`` on the encoder's device, then resized, cropped and normalised with tensor operations
+that follow the model's own image-processor config. There is no PIL round trip for tensors, and
+nothing is silently rescaled: float images must declare their ``value_range`` and are checked
+against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ValueRange = tuple[float, float]
+
+# Float images may overshoot their declared range by this fraction of its width (rounding in a
+# VAE decode, say) before they are refused; whatever passes is clamped into the range.
+_RANGE_TOLERANCE = 1e-3
+
+# Pillow's resampling codes, as stored in Hugging Face image-processor configs.
+_PIL_RESAMPLE_TO_TORCH = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
+
+
+def _is_pil_image(obj: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        return False
+    return isinstance(obj, Image.Image)
+
+
+def check_value_range(value_range: Any) -> ValueRange:
+    try:
+        if isinstance(value_range, (str, bytes)):
+            raise TypeError
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected `value_range` to be a pair (low, high) but got {value_range!r}") from None
+    if not low < high:
+        raise ValueError(f"Expected `value_range` with low < high but got {value_range!r}")
+    return low, high
+
+
+def _suggest_range(vmin: float, vmax: float) -> str:
+    if vmin >= 0.0 and vmax <= 1.0:
+        return "value_range=(0, 1)"
+    if vmin >= -1.0 and vmax <= 1.0:
+        return "value_range=(-1, 1)"
+    if vmin >= 0.0 and vmax <= 255.0:
+        return "uint8 images or value_range=(0, 255)"
+    return "clamping the images first (e.g. `images.clamp(-1, 1)`) and value_range=(-1, 1)"
+
+
+def _from_numpy(array: np.ndarray) -> Tensor:
+    """Numpy images are channels-last: (H, W), (H, W, C) or (N, H, W, C)."""
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.uint8):
+        raise ValueError(f"Expected numpy images of dtype uint8 or float but got {array.dtype}")
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory (PIL's buffers)
+        array = array.copy()
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.ndim == 2:
+        return tensor.unsqueeze(0)
+    if tensor.ndim == 3 and tensor.shape[-1] in (1, 3, 4):
+        return tensor.permute(2, 0, 1)
+    if tensor.ndim == 4 and tensor.shape[-1] in (1, 3, 4):
+        return tensor.permute(0, 3, 1, 2)
+    raise ValueError(
+        f"Expected numpy images of shape (H, W), (H, W, C) or (N, H, W, C) with C in (1, 3, 4) "
+        f"but got {tuple(array.shape)}"
+    )
+
+
+def _from_pil(image: Any) -> Tensor:
+    # "RGBA" and "LA" lose their alpha channel (no compositing), like PIL's own convert("RGB").
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    return _from_numpy(np.asarray(image))
+
+
+def _check_tensor_image(tensor: Tensor, batched: bool) -> None:
+    expected = "(N, C, H, W)" if batched else "(C, H, W)"
+    channel_dim = 1 if batched else 0
+    if tensor.shape[channel_dim] not in (1, 3, 4):
+        hint = ""
+        if tensor.shape[-1] in (1, 3, 4):
+            hint = " (channels-last? use `.permute(0, 3, 1, 2)` for a batch or `.permute(2, 0, 1)` for one image)"
+        raise ValueError(
+            f"Expected images of shape {expected} with C in (1, 3, 4) but got {tuple(tensor.shape)}{hint}"
+        )
+    if tensor.shape[-1] == 0 or tensor.shape[-2] == 0:
+        raise ValueError(f"Expected images with non-zero height and width but got {tuple(tensor.shape)}")
+    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+        raise ValueError(f"Expected images of dtype uint8 or a float dtype but got {tensor.dtype}")
+
+
+def _to_rgb01(images: Tensor, value_range: ValueRange) -> Tensor:
+    """(N, C, H, W) uint8 or float -> (N, 3, H, W) float32 in [0, 1]."""
+    channels = images.shape[1]
+    if channels == 4:
+        images = images[:, :3]
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    else:
+        low, high = value_range
+        vmin, vmax = (v.item() for v in torch.aminmax(images.detach().float()))
+        if not (np.isfinite(vmin) and np.isfinite(vmax)):
+            raise ValueError("Expected finite pixel values but the images contain NaN or Inf")
+        slack = _RANGE_TOLERANCE * (high - low)
+        if vmin < low - slack or vmax > high + slack:
+            raise ValueError(
+                f"Expected float images with values in value_range={value_range} but got values in "
+                f"[{vmin:.4g}, {vmax:.4g}]; did you mean {_suggest_range(vmin, vmax)}?"
+            )
+        images = images.float()
+        if (low, high) != (0.0, 1.0):
+            images = (images - low) / (high - low)
+        images = images.clamp(0.0, 1.0)
+    if channels == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return images
+
+
+def standardize_images(images: Any, value_range: Any = (0.0, 1.0), device: torch.device | None = None) -> list[Tensor]:
+    """Turn any supported image input into float RGB batches in ``[0, 1]`` on ``device``.
+
+    Supported inputs: a uint8 tensor (values 0-255) or float tensor (values in ``value_range``)
+    of shape ``(N, C, H, W)`` or ``(C, H, W)``; a PIL image; a numpy array ``(H, W)``,
+    ``(H, W, C)`` or ``(N, H, W, C)``; or a list/tuple of any of these, possibly of different
+    sizes. ``C`` may be 1 (grayscale, repeated to RGB), 3, or 4 (RGBA, alpha dropped).
+
+    Args:
+        images: the images, in one of the forms above.
+        value_range: ``(low, high)`` of float pixel values: ``(0, 1)`` by default, ``(-1, 1)``
+            for raw diffusion outputs. Ignored for uint8 inputs.
+        device: where to put the result; conversion happens after the move, so uint8 data
+            travels at a quarter of the float size.
+
+    Returns:
+        A list of ``(n_i, 3, H_i, W_i)`` float32 tensors, one per run of same-sized inputs, in
+        input order (a single batched tensor gives a one-element list).
+
+    Raises:
+        ValueError: for an empty input, wrong rank or channel count, unsupported dtype,
+            NaN/Inf pixels, or float values outside ``value_range``.
+
+    Example:
+        >>> import torch
+        >>> batches = standardize_images(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+        >>> [tuple(b.shape) for b in batches]
+        [(2, 3, 8, 8)]
+    """
+    value_range = check_value_range(value_range)
+    if isinstance(images, Tensor) and images.ndim == 4:
+        raw = [images]
+    elif isinstance(images, np.ndarray) and images.ndim == 4:
+        raw = [_from_numpy(images)]
+    elif isinstance(images, (Tensor, np.ndarray)) or _is_pil_image(images):
+        raw = [_single_image(images)]
+    elif isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+        raw = [_single_image(image, index) for index, image in enumerate(images)]
+    else:
+        raise ValueError(
+            f"Expected images as a tensor, numpy array, PIL image or a list of them but got {type(images).__name__}"
+        )
+    if sum(t.shape[0] for t in raw) == 0:
+        raise ValueError("Expected at least one image but got zero images")
+    for tensor in raw:
+        _check_tensor_image(tensor, batched=True)
+
+    # Group runs of equally sized single images so they are processed as one batch.
+    groups: list[list[Tensor]] = []
+    for tensor in raw:
+        if groups and groups[-1][-1].shape[1:] == tensor.shape[1:] and groups[-1][-1].dtype == tensor.dtype:
+            groups[-1].append(tensor)
+        else:
+            groups.append([tensor])
+    batches = []
+    for group in groups:
+        batch = group[0] if len(group) == 1 else torch.cat(group)
+        batches.append(_to_rgb01(batch.to(device, non_blocking=True) if device is not None else batch, value_range))
+    return batches
+
+
+def _single_image(image: Any, index: int | None = None) -> Tensor:
+    where = "" if index is None else f" at position {index}"
+    if isinstance(image, Tensor):
+        if image.ndim != 3:
+            raise ValueError(f"Expected an image of shape (C, H, W){where} but got {tuple(image.shape)}")
+        _check_tensor_image(image, batched=False)
+        return image.unsqueeze(0)
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise ValueError(f"Expected a numpy image of shape (H, W) or (H, W, C){where} but got {image.shape}")
+        return _from_numpy(image).unsqueeze(0)
+    if _is_pil_image(image):
+        return _from_pil(image).unsqueeze(0)
+    raise ValueError(f"Expected a tensor, numpy array or PIL image{where} but got {type(image).__name__}")
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Resize, center-crop and normalise, as the model's image processor would, on tensors.
+
+    Resizing uses :func:`torch.nn.functional.interpolate` with ``antialias=True`` (bicubic for
+    CLIP, as its processor's ``resample=3`` asks), which follows Pillow's filter on downscaling;
+    the result is clamped to ``[0, 1]`` as Pillow's uint8 output is. The remaining difference
+    from the Hugging Face processor is Pillow's rounding to uint8 between steps.
+
+    Args:
+        shortest_edge: resize so the shorter side has this length (CLIP), or None.
+        size: resize to this exact ``(height, width)`` (SigLIP), or None.
+        crop: center-crop to this ``(height, width)``, or None.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
+    """
+
+    shortest_edge: int | None
+    size: tuple[int, int] | None
+    crop: tuple[int, int] | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+    @classmethod
+    def from_image_processor(cls, processor: Any) -> ImageTransform:
+        """Read the transform from a Hugging Face image processor (or a dict of its config)."""
+        get = processor.get if isinstance(processor, dict) else lambda k, d=None: getattr(processor, k, d)
+        size = _as_dict(get("size"))
+        shortest_edge = size_hw = crop = None
+        if get("do_resize", True) and size:
+            if size.get("shortest_edge"):
+                shortest_edge = int(size["shortest_edge"])
+            elif size.get("height") and size.get("width"):
+                size_hw = (int(size["height"]), int(size["width"]))
+            else:
+                raise ValueError(f"Unsupported image-processor size {size!r}: expected shortest_edge or height/width")
+        crop_size = _as_dict(get("crop_size"))
+        if get("do_center_crop", False) and crop_size:
+            crop = (int(crop_size["height"]), int(crop_size["width"]))
+        mean = get("image_mean") or (0.0, 0.0, 0.0)
+        std = get("image_std") or (1.0, 1.0, 1.0)
+        if not get("do_normalize", True):
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        resample = get("resample", 3)
+        interpolation = _PIL_RESAMPLE_TO_TORCH.get(int(getattr(resample, "value", resample)), "bicubic")
+        return cls(shortest_edge, size_hw, crop, _triple(mean), _triple(std), interpolation)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) after resize, before cropping (Hugging Face's rounding)."""
+        if self.size is not None:
+            return self.size
+        if self.shortest_edge is not None:
+            short, long = (height, width) if height <= width else (width, height)
+            new_long = int(self.shortest_edge * long / short)
+            return (self.shortest_edge, new_long) if height <= width else (new_long, self.shortest_edge)
+        return height, width
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) float in [0, 1] -> normalised model input."""
+        height, width = images.shape[-2:]
+        new_h, new_w = self.output_size(height, width)
+        if (new_h, new_w) != (height, width):
+            antialias = self.interpolation != "nearest"
+            images = F.interpolate(images, size=(new_h, new_w), mode=self.interpolation, antialias=antialias)
+            images = images.clamp_(0.0, 1.0)
+        if self.crop is not None:
+            images = _center_crop(images, self.crop)
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+
+def _center_crop(images: Tensor, crop: tuple[int, int]) -> Tensor:
+    crop_h, crop_w = crop
+    height, width = images.shape[-2:]
+    if crop_h > height or crop_w > width:
+        # Pad symmetrically with zeros first, as the Hugging Face processor does.
+        pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+        images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        height, width = images.shape[-2:]
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return images[..., top : top + crop_h, left : left + crop_w]
+
+
+def _as_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, int):
+        return {"height": value, "width": value}
+    if isinstance(value, dict):
+        return value
+    return {k: getattr(value, k) for k in ("shortest_edge", "height", "width") if getattr(value, k, None)}
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    if len(values) == 1:
+        values = values * 3
+    return values[0], values[1], values[2]

@@ -1,0 +1,237 @@
+"""``ClipScore``: a DDP-safe torchmetrics metric of image-prompt CLIP similarity."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
+from torchmetrics.utilities.data import dim_zero_cat
+
+from clip_metric.attention import AttentionPolicy
+from clip_metric.encoder import DEFAULT_MODEL, ClipEncoder
+from clip_metric.functional import check_scale, cosine_scores, scale_scores, stats_from_moments
+from clip_metric.images import check_value_range
+
+
+class ClipScore(Metric):
+    r"""CLIP score of generated images against their prompts: mean, min, max, std and count.
+
+    Each sample's score is the cosine similarity between CLIP's embedding of an image and of its
+    prompt (on the scale chosen by ``scale``). The metric accumulates the sum, sum of squares,
+    count, min and max, which reduce exactly across DDP ranks (``sum``/``sum``/``sum``/``min``/
+    ``max``), so the result does not depend on batch size or on how samples are split over ranks.
+
+    The CLIP model is held by a frozen :class:`~clip_metric.ClipEncoder`, loaded once. It is not a
+    submodule: it never appears in ``state_dict()`` (of the metric or of a LightningModule that
+    holds it) nor in ``parameters()``, yet it follows the metric to its device.
+
+    Args:
+        model_name_or_path: a hub id (default ``openai/clip-vit-large-patch14-336``), a local
+            directory saved with ``save_pretrained``, a :class:`~clip_metric.ClipEncoder` (shared,
+            not copied), or a preloaded CLIP-family model (then pass ``processor``).
+        processor: for a preloaded model: its processor, or a ``(tokenizer, image_processor)`` pair.
+        precision: ``"auto"`` (bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32),
+            ``"32"`` for exact fp32, or ``"bf16-mixed"``, ``"16-mixed"``, ``"bf16-true"``,
+            ``"16-true"``.
+        value_range: ``(low, high)`` of float images: ``(0, 1)`` by default, ``(-1, 1)`` for raw
+            diffusion outputs. uint8 images are always 0-255.
+        scale: ``"cosine"`` (raw cosine, default; good models score 0.30-0.39), ``"torchmetrics"``
+            (``100 * max(cos, 0)``) or ``"clipscore"`` (``2.5 * max(cos, 0)``), applied per sample.
+        prefix: prefix of the keys ``compute()`` returns (default ``"clip/"``).
+        keep_scores: also keep every per-sample score (and its prompt id) as a ``cat`` state, for
+            per-prompt tables; read them with :meth:`per_sample`.
+        attention_policy: ``"restore"`` (default: CLIP runs with torch's original attention even
+            when SageAttention patched it), ``"strict"`` (raise instead), or ``"ignore"``.
+        text_cache_size: number of prompt embeddings to cache (a fixed prompt library is scored
+            again and again; repeated prompts never run the text tower twice).
+        kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
+
+    Raises:
+        ValueError: for an unknown ``scale``, ``precision`` or ``attention_policy``, a bad
+            ``value_range`` or ``prefix``.
+        OSError: if the model cannot be loaded (with how to get it).
+
+    Example:
+        >>> import torch
+        >>> from clip_metric import ClipScore
+        >>> from clip_metric.embedded import embedded_model_path
+        >>> metric = ClipScore(embedded_model_path(), precision="32")
+        >>> images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+        >>> metric.update(images, ["a red circle on a blue background", "a green square on a white background"])
+        >>> sorted(metric.compute())
+        ['clip/count', 'clip/max', 'clip/mean', 'clip/min', 'clip/std']
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    total: Tensor
+    total_sq: Tensor
+    count: Tensor
+    minimum: Tensor
+    maximum: Tensor
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike | ClipEncoder | Any = DEFAULT_MODEL,
+        *,
+        processor: Any = None,
+        precision: str = "auto",
+        value_range: tuple[float, float] = (0.0, 1.0),
+        scale: str = "cosine",
+        prefix: str = "clip/",
+        keep_scores: bool = False,
+        attention_policy: AttentionPolicy = "restore",
+        text_cache_size: int = 100_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.scale = check_scale(scale)
+        if not isinstance(prefix, str):
+            raise ValueError(f"Expected `prefix` to be a string but got {prefix!r}")
+        self.prefix = prefix
+        self.value_range = check_value_range(value_range)
+        self.keep_scores = bool(keep_scores)
+        encoder_kwargs = {}
+        if not isinstance(model_name_or_path, ClipEncoder):
+            encoder_kwargs = dict(precision=precision, attention_policy=attention_policy, text_cache_size=text_cache_size)
+        # Stored outside nn.Module's registry on purpose: no weights in state_dict()/parameters().
+        object.__setattr__(self, "_encoder", ClipEncoder.build(model_name_or_path, processor, **encoder_kwargs))
+
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total_sq", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        # A rank that sees no samples contributes its defaults: +inf/-inf leave min/max untouched.
+        self.add_state("minimum", torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
+        self.add_state("maximum", torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
+        if self.keep_scores:
+            self.add_state("scores", [], dist_reduce_fx="cat")
+            self.add_state("ids", [], dist_reduce_fx="cat")
+
+    @property
+    def encoder(self) -> ClipEncoder:
+        """The frozen CLIP encoder (shared, never in ``state_dict``)."""
+        return self._encoder
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ClipScore:
+        # `.to()`, `.cuda()`, Lightning's device moves: the encoder follows the device only.
+        this = super()._apply(fn, *args, **kwargs)
+        target = fn(torch.zeros(1, device=self._encoder.device)).device
+        self._encoder.to(target)
+        return this
+
+    def update(
+        self,
+        images: Any = None,
+        prompts: Sequence[str] | None = None,
+        *,
+        ids: Sequence[int] | Tensor | None = None,
+        scores: Tensor | None = None,
+        image_embeds: Tensor | None = None,
+        text_embeds: Tensor | None = None,
+    ) -> None:
+        """Add a batch: images with one prompt each, precomputed embeddings, or per-sample scores.
+
+        Args:
+            images: a batch of images (any form :func:`clip_metric.images.standardize_images`
+                accepts) with ``prompts``, one per image.
+            prompts: the prompts of the images.
+            ids: optional integer prompt ids, kept with the per-sample scores when
+                ``keep_scores=True`` (``-1`` when not given).
+            scores: per-sample cosines computed elsewhere (``(N,)``), instead of images.
+            image_embeds: ``(N, D)`` image embeddings, with ``text_embeds``, instead of images.
+            text_embeds: ``(N, D)`` text embeddings of the matching prompts.
+
+        Raises:
+            ValueError: for mixed or missing inputs, count mismatches, bad images or prompts.
+        """
+        given = {
+            "images/prompts": images is not None or prompts is not None,
+            "scores": scores is not None,
+            "embeddings": image_embeds is not None or text_embeds is not None,
+        }
+        if sum(given.values()) != 1:
+            chosen = [k for k, v in given.items() if v] or ["nothing"]
+            raise ValueError(
+                "Expected exactly one of images with prompts, `scores`, or `image_embeds` with `text_embeds` "
+                f"but got {' and '.join(chosen)}"
+            )
+        if given["images/prompts"]:
+            if images is None or prompts is None:
+                raise ValueError("Expected both `images` and `prompts`; one of them is None")
+            cosines = self._encoder.score(images, prompts, self.value_range)
+        elif given["embeddings"]:
+            if image_embeds is None or text_embeds is None:
+                raise ValueError("Expected both `image_embeds` and `text_embeds`; one of them is None")
+            cosines = cosine_scores(image_embeds, text_embeds)
+        else:
+            cosines = torch.as_tensor(scores)
+            if cosines.ndim != 1 or cosines.numel() == 0 or not cosines.is_floating_point():
+                raise ValueError(f"Expected `scores` as a non-empty 1-D float tensor but got shape {tuple(cosines.shape)}")
+            if not torch.isfinite(cosines).all():
+                raise ValueError("Expected finite `scores` but got NaN or Inf")
+        self._accumulate(scale_scores(cosines.detach(), self.scale), ids)
+
+    def _accumulate(self, values: Tensor, ids: Sequence[int] | Tensor | None) -> None:
+        values = values.to(self.total.device, torch.float64)
+        self.total += values.sum()
+        self.total_sq += (values * values).sum()
+        self.count += values.numel()
+        self.minimum = torch.minimum(self.minimum, values.min())
+        self.maximum = torch.maximum(self.maximum, values.max())
+        if self.keep_scores:
+            if ids is None:
+                id_tensor = torch.full((values.numel(),), -1, dtype=torch.long, device=values.device)
+            else:
+                id_tensor = torch.as_tensor(ids, dtype=torch.long, device=values.device).reshape(-1)
+                if id_tensor.numel() != values.numel():
+                    raise ValueError(f"Expected {values.numel()} ids but got {id_tensor.numel()}")
+            self.scores.append(values)
+            self.ids.append(id_tensor)
+        elif ids is not None and len(ids) != values.numel():
+            raise ValueError(f"Expected {values.numel()} ids but got {len(ids)}")
+
+    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
+        # torchmetrics stands in for an empty list state with an empty tensor of the metric's
+        # float dtype; a rank without samples would then send float32 where the others send
+        # int64/float64 and the gather would fail. Give the stand-ins the right dtypes.
+        if self.keep_scores:
+            if len(self.scores) == 0:
+                self.scores = [torch.zeros(0, dtype=torch.float64, device=self.total.device)]
+            if len(self.ids) == 0:
+                self.ids = [torch.zeros(0, dtype=torch.long, device=self.total.device)]
+        super()._sync_dist(*args, **kwargs)
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{prefix + "mean"|"min"|"max"|"std"|"count"}`` over every sample on every rank.
+
+        With no samples anywhere it warns and returns NaN for the statistics (count 0); all
+        ranks take the same path, so no rank is left waiting in a collective.
+        """
+        if self.count.item() == 0:
+            rank_zero_warn(
+                "ClipScore.compute() found no samples on any rank; returning NaN. Call update() with "
+                "images and prompts first.",
+                UserWarning,
+            )
+        return stats_from_moments(self.total, self.total_sq, self.count, self.minimum, self.maximum, self.prefix)
+
+    def per_sample(self) -> tuple[Tensor, Tensor]:
+        """``(ids, scores)`` of every sample seen (synced across ranks), with ``keep_scores=True``.
+
+        Raises:
+            RuntimeError: if the metric was created without ``keep_scores=True``.
+        """
+        if not self.keep_scores:
+            raise RuntimeError("Per-sample scores are only kept with ClipScore(keep_scores=True)")
+        should_unsync = self._should_unsync
+        with self.sync_context(should_sync=self._to_sync, should_unsync=should_unsync):
+            ids = dim_zero_cat(self.ids) if len(self.ids) else torch.zeros(0, dtype=torch.long)
+            scores = dim_zero_cat(self.scores) if len(self.scores) else torch.zeros(0, dtype=torch.float64)
+        return ids, scores

@@ -1,0 +1,68 @@
+"""Numeric precision of the CLIP forward pass.
+
+Names follow Lightning's (``"32"``, ``"bf16-mixed"``, ``"16-mixed"``, ``"bf16-true"``,
+``"16-true"``), plus ``"auto"``: bf16 autocast where the hardware runs it fast (CUDA GPUs with
+bf16, CPUs with AMX or AVX512-BF16), fp16 autocast on older CUDA GPUs, fp32 elsewhere. Mixed
+modes keep the weights in fp32 and run the image tower's matrix products in half precision
+(the text tower stays fp32: its embeddings are cached, so it runs once per prompt, and it is
+where half precision moves scores the most); embeddings are always normalised and compared in
+fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+_ALIASES = {"32-true": "32", "fp32": "32", 32: "32", "bf16": "bf16-mixed", "16": "16-mixed", 16: "16-mixed"}
+
+
+def check_precision(precision: str | int) -> str:
+    """Validate and canonicalise a precision name.
+
+    Raises:
+        ValueError: if the name is unknown.
+
+    Example:
+        >>> check_precision("32-true")
+        '32'
+    """
+    canonical = _ALIASES.get(precision, precision)
+    if canonical not in PRECISIONS:
+        raise ValueError(f"Expected `precision` to be one of {PRECISIONS} but got {precision!r}")
+    return canonical
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AMX or AVX512-BF16)."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Turn ``"auto"`` into a concrete precision for ``device``; other names pass through."""
+    precision = check_precision(precision)
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16-mixed"
+    return "32"
+
+
+def weight_dtype(precision: str) -> torch.dtype:
+    """The dtype the model's weights are kept in under a resolved precision."""
+    return {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(precision, torch.float32)
+
+
+def autocast_context(precision: str, device: torch.device) -> ContextManager:
+    """An autocast context for mixed precisions, a null context otherwise."""
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -1,0 +1,1 @@
+"""A stand-in trainer package that switches SageAttention on in the ways users do (tests only)."""
