@@ -8,7 +8,7 @@ import math
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,13 +97,13 @@ class ClipScoreCallback(Callback):
         batch_size: int = 8,
         every_n_epochs: int | None = None,
         every_n_train_steps: int | None = None,
-        precision: str = "auto",
+        precision: str | int = "auto",
         value_range: tuple[float, float] = (0.0, 1.0),
         scale: str = "cosine",
         prefix: str = "clip/",
         attention_policy: AttentionPolicy = "restore",
         offload: bool = False,
-        report_to: str = "all",
+        report_to: Literal["all", "tensorboard", "wandb", "none"] = "all",
         num_logged_images: int = 4,
         save_scores: bool = True,
         enabled: bool = True,

@@ -12,7 +12,10 @@ For a module that holds a diffusers pipeline, :class:`DiffusersGenerator` is rea
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+import functools
+import inspect
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -44,27 +47,39 @@ def _call_module_method(pl_module: Any, prompts: list, seeds: list) -> Any:
 class DiffusersGenerator:
     """A ``generate_fn`` for a LightningModule that holds a diffusers text-to-image pipeline.
 
-    Each prompt gets its own ``torch.Generator`` seeded with the prompt's seed, and the pipeline
-    returns float tensors in ``[0, 1]`` (``output_type="pt"``), which is the callback's default
-    ``value_range``.
+    Each prompt gets its own ``torch.Generator`` seeded with the prompt's seed, so a prompt's
+    initial noise does not depend on the batch it is rendered in, and the pipeline returns float
+    tensors in ``[0, 1]`` (``output_type="pt"``), which is the callback's default ``value_range``.
+    The generators live on the CPU by default, so a prompt starts from the same noise on any
+    device (diffusers moves the noise to the pipeline's device).
 
     Args:
-        pipeline: name of the module attribute that holds the pipeline (or a method returning
-            it, e.g. one that assembles the pipeline from the module's current weights).
+        pipeline: name of the module attribute that holds the pipeline, or of a method (or
+            property) returning it, e.g. one that assembles the pipeline from the module's current
+            weights.
         num_inference_steps: denoising steps per image.
         guidance_scale: classifier-free guidance scale, or None for the pipeline's default.
         height: output height, or None for the pipeline's default.
         width: output width, or None for the pipeline's default.
-        pipeline_kwargs: any further keyword arguments of the pipeline call.
+        generator_device: device of the per-prompt generators (default ``"cpu"``), or None for the
+            pipeline's device.
+        pipeline_kwargs: further keyword arguments of the pipeline call (e.g. ``{"eta": 0.5}``),
+            except those this class sets itself (``prompt``, ``generator``, ``output_type``,
+            ``latents``) and ``num_images_per_prompt`` other than 1. This is the form a
+            ``LightningCLI`` YAML file can give (``init_args: {pipeline_kwargs: {eta: 0.5}}``).
+        kwargs: the same, as keyword arguments; they override ``pipeline_kwargs``.
 
     Raises:
-        ValueError: for a non-positive ``num_inference_steps``.
+        ValueError: for a non-positive ``num_inference_steps`` or a reserved ``pipeline_kwargs`` key.
+        TypeError: if ``pipeline`` is not an attribute name.
 
     Example:
         >>> generate = DiffusersGenerator("pipeline", num_inference_steps=25, guidance_scale=5.0)
         >>> generate.num_inference_steps
         25
     """
+
+    _RESERVED = ("prompt", "generator", "output_type", "latents")
 
     def __init__(
         self,
@@ -73,37 +88,101 @@ class DiffusersGenerator:
         guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
-        **pipeline_kwargs: Any,
+        generator_device: str | None = "cpu",
+        pipeline_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if not isinstance(pipeline, str):
+            raise TypeError(
+                f"Expected `pipeline` to be the name of the module attribute holding the pipeline but got "
+                f"{type(pipeline).__name__}"
+            )
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"Expected `num_inference_steps` to be a positive int but got {num_inference_steps!r}")
+        call_kwargs = {**dict(pipeline_kwargs or {}), **kwargs}
+        reserved = sorted(set(call_kwargs) & set(self._RESERVED))
+        if reserved:
+            raise ValueError(f"`{reserved[0]}` is set by DiffusersGenerator and cannot be passed to the pipeline")
+        images_per_prompt = call_kwargs["num_images_per_prompt"] if "num_images_per_prompt" in call_kwargs else 1
+        if images_per_prompt != 1:
+            raise ValueError(
+                "Expected `num_images_per_prompt` to be 1 (the callback scores one image per prompt) but got "
+                f"{images_per_prompt!r}"
+            )
         self.pipeline = pipeline
         self.num_inference_steps = num_inference_steps
-        self.call_kwargs = dict(pipeline_kwargs)
+        self.generator_device = generator_device
+        self.call_kwargs = call_kwargs
         for name, value in (("guidance_scale", guidance_scale), ("height", height), ("width", width)):
             if value is not None:
                 self.call_kwargs[name] = value
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.pipeline!r}, num_inference_steps={self.num_inference_steps}, "
+            f"generator_device={self.generator_device!r}, call_kwargs={self.call_kwargs!r})"
+        )
+
     def _pipeline(self, pl_module: Any) -> Any:
-        pipe = getattr(pl_module, self.pipeline, None)
-        if pipe is None:
-            raise AttributeError(f"{type(pl_module).__name__} has no attribute {self.pipeline!r} holding a pipeline")
-        if callable(pipe) and not hasattr(pipe, "scheduler"):
+        try:
+            pipe = getattr(pl_module, self.pipeline)
+        except AttributeError as err:
+            raise AttributeError(
+                f"{type(pl_module).__name__} has no attribute {self.pipeline!r} holding a diffusers pipeline "
+                f"(DiffusersGenerator(pipeline=...) names it)"
+            ) from err
+        if inspect.ismethod(pipe) or inspect.isfunction(pipe) or isinstance(pipe, functools.partial):
             pipe = pipe()  # a method that builds the pipeline
+        if pipe is None:
+            raise AttributeError(f"`{type(pl_module).__name__}.{self.pipeline}` is None, not a diffusers pipeline")
+        if not callable(pipe):
+            raise TypeError(
+                f"Expected `{type(pl_module).__name__}.{self.pipeline}` to be a diffusers pipeline but got "
+                f"{type(pipe).__name__}"
+            )
         return pipe
 
-    def __call__(self, pl_module: Any, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+    def _generators(self, pipe: Any, pl_module: Any, seeds: Sequence[int]) -> list[torch.Generator]:
+        device = self.generator_device
+        if device is None:
+            device = getattr(pipe, "device", None) or getattr(pl_module, "device", None) or "cpu"
+        return [torch.Generator(device=torch.device(device)).manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, pl_module: Any, prompts: Sequence[str], seeds: Sequence[int]) -> Any:
+        if len(prompts) != len(seeds):
+            raise ValueError(f"Expected one seed per prompt but got {len(prompts)} prompts and {len(seeds)} seeds")
         pipe = self._pipeline(pl_module)
-        if hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=True)
-        device = getattr(pipe, "device", None) or getattr(pl_module, "device", torch.device("cpu"))
-        generators = [torch.Generator(device=torch.device(device)).manual_seed(int(s)) for s in seeds]
-        output = pipe(
-            prompt=list(prompts),
-            generator=generators,
-            num_inference_steps=self.num_inference_steps,
-            output_type="pt",
-            **self.call_kwargs,
-        )
-        images = output.images if hasattr(output, "images") else output[0]
-        return images
+        generators = self._generators(pipe, pl_module, seeds)
+        with _quiet_progress_bar(pipe):
+            output = pipe(
+                prompt=list(prompts),
+                generator=generators,
+                num_inference_steps=self.num_inference_steps,
+                output_type="pt",
+                **self.call_kwargs,
+            )
+        return output.images if hasattr(output, "images") else output[0]
+
+
+@contextlib.contextmanager
+def _quiet_progress_bar(pipe: Any) -> Iterator[None]:
+    """Hide the pipeline's progress bar during the call, then give back the user's settings.
+
+    ``set_progress_bar_config`` replaces the whole configuration, so the previous one is kept
+    from ``_progress_bar_config``, where diffusers stores it.
+    """
+    if not hasattr(pipe, "set_progress_bar_config"):
+        yield
+        return
+    missing = object()
+    previous = getattr(pipe, "_progress_bar_config", missing)
+    settings = dict(previous) if isinstance(previous, dict) else {}
+    pipe.set_progress_bar_config(**{**settings, "disable": True})
+    try:
+        yield
+    finally:
+        if previous is missing:
+            with contextlib.suppress(AttributeError):
+                del pipe._progress_bar_config
+        else:
+            pipe._progress_bar_config = previous

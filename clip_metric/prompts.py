@@ -47,7 +47,8 @@ SUPPORTED_EXTENSIONS: Final[tuple[str, ...]] = (".txt", ".json", ".jsonl", ".tsv
 
 _SEED_MASK: Final[int] = 0x7FFFFFFF
 
-PromptSource = Union[bool, str, "os.PathLike[str]", Sequence[Any], Mapping[str, Any]]
+# os.PathLike last: jsonargparse parses it with str(), which would swallow a YAML list/mapping.
+PromptSource = Union[bool, str, Sequence[Any], Mapping[str, Any], "os.PathLike[str]"]
 """Everything :func:`load_prompt_library` accepts as ``source``."""
 
 

@@ -1,0 +1,213 @@
+"""Compare training runs by their saved per-prompt CLIP scores, with honest intervals.
+
+``ClipScoreCallback`` writes one ``clip_scores/step-XXXXXXXX.jsonl`` per evaluation (prompt id,
+prompt, seed, score, step). Two runs evaluated on the same prompts and seeds can be compared
+*paired*: the difference of means is the mean of per-prompt differences, and a bootstrap over
+prompts gives its 95% interval. That is what tells whether ``.33`` against ``.36`` is signal or
+the noise of a finite prompt set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from clip_metric.callback import SCORES_DIRNAME
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of one run: its step and per-prompt rows."""
+
+    step: int
+    path: Path
+    keys: tuple[tuple[str, int], ...]
+    scores: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.scores.mean()) if self.scores.size else math.nan
+
+    def summary(self) -> dict[str, float]:
+        """``clip/mean``, ``clip/min``, ``clip/max``, ``clip/std`` (population) and ``clip/count``."""
+        s = self.scores
+        if not s.size:
+            return {"clip/mean": math.nan, "clip/min": math.nan, "clip/max": math.nan, "clip/std": math.nan,
+                    "clip/count": 0}
+        return {"clip/mean": float(s.mean()), "clip/min": float(s.min()), "clip/max": float(s.max()),
+                "clip/std": float(s.std()), "clip/count": int(s.size)}
+
+    def mean_interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Normal-approximation interval of the mean over prompts (sample std)."""
+        n = self.scores.size
+        if n < 2:
+            return (self.mean, self.mean)
+        half = _z(level) * float(self.scores.std(ddof=1)) / math.sqrt(n)
+        return (self.mean - half, self.mean + half)
+
+
+def _z(level: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def read_scores_file(path: str | os.PathLike) -> Evaluation:
+    """Read one ``step-*.jsonl`` file.
+
+    Raises:
+        ValueError: for a malformed line, naming the file and line.
+    """
+    path = Path(path)
+    keys, scores, step = [], [], None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            keys.append((str(row["prompt"]), int(row["seed"])))
+            scores.append(float(row["score"]))
+            step = int(row["step"]) if step is None else step
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}, line {number}: not a per-prompt score row ({err})") from None
+    if step is None:
+        step = int(path.stem.split("-")[-1])
+    return Evaluation(step, path, tuple(keys), np.asarray(scores, dtype=np.float64))
+
+
+def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
+    """Every evaluation saved under ``run_dir`` (searched recursively), ordered by step.
+
+    Raises:
+        FileNotFoundError: if ``run_dir`` does not exist or holds no score files.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"Run directory not found: {run_dir}")
+    files = sorted(run_dir.rglob(f"{SCORES_DIRNAME}/step-*.jsonl"))
+    if not files:
+        raise FileNotFoundError(
+            f"No per-prompt score files ({SCORES_DIRNAME}/step-*.jsonl) under {run_dir}; they are written by "
+            "ClipScoreCallback(save_scores=True)"
+        )
+    return sorted((read_scores_file(f) for f in files), key=lambda e: (e.step, str(e.path)))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``b - a`` over the prompts both evaluations share, with a bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+    shared: int
+    level: float
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes zero."""
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(
+    a: Evaluation, b: Evaluation, *, n_boot: int = 5000, level: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    """Mean of per-prompt differences ``b - a`` on shared (prompt, seed) pairs, bootstrapped.
+
+    Raises:
+        ValueError: if the evaluations share no (prompt, seed) pair.
+
+    Example:
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> keys = tuple((f"p{i}", i) for i in range(50))
+        >>> a = Evaluation(1, Path("a"), keys, np.full(50, 0.30))
+        >>> b = Evaluation(1, Path("b"), keys, np.full(50, 0.30) + np.linspace(0.01, 0.03, 50))
+        >>> result = paired_difference(a, b)
+        >>> round(result.difference, 3), result.significant
+        (0.02, True)
+    """
+    index_a = {key: i for i, key in enumerate(a.keys)}
+    shared = [(index_a[key], j) for j, key in enumerate(b.keys) if key in index_a]
+    if not shared:
+        raise ValueError(f"{a.path} and {b.path} share no (prompt, seed) pair: they cannot be compared paired")
+    ia, ib = (np.asarray(x) for x in zip(*shared))
+    diffs = b.scores[ib] - a.scores[ia]
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, diffs.size, size=(n_boot, diffs.size))
+    boot = diffs[samples].mean(axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return PairedDifference(float(diffs.mean()), float(low), float(high), int(diffs.size), level)
+
+
+def read_tensorboard_history(run_dir: str | os.PathLike, prefix: str = "clip/") -> list[dict[str, float]]:
+    """The ``clip/*`` scalars logged to TensorBoard under ``run_dir``, one row per step.
+
+    For runs without per-prompt score files (``save_scores=False``, or logs from elsewhere):
+    enough for the last/best summary and the plot, not for a paired comparison.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows: dict[int, dict[str, float]] = {}
+    for events in sorted({p.parent for p in Path(run_dir).rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            name = tag[len(prefix):]
+            if tag.startswith(prefix) and name in ("mean", "min", "max", "std", "count"):
+                for event in accumulator.Scalars(tag):
+                    rows.setdefault(event.step, {"step": event.step})[f"clip/{name}"] = event.value
+    return [rows[step] for step in sorted(rows) if "clip/mean" in rows[step]]
+
+
+def best_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation:
+    """The evaluation with the highest mean (the earliest on ties)."""
+    return max(evaluations, key=lambda e: (e.mean, -e.step))
+
+
+def plot_runs(
+    runs: dict[str, list[Evaluation]],
+    out: str | os.PathLike,
+    level: float = 0.95,
+    logged: dict[str, list[dict[str, float]]] | None = None,
+) -> Path:
+    """Draw ``clip/mean`` against step for every run, with the interval of the mean as a band.
+
+    ``logged`` runs (TensorBoard scalars only) are drawn without a band.
+
+    Raises:
+        ImportError: if matplotlib is missing (``pip install clip-metric[plot]``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("Plotting needs matplotlib: pip install 'clip-metric[plot]'") from err
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, evaluations in runs.items():
+        steps = [e.step for e in evaluations]
+        means = [e.mean for e in evaluations]
+        lows, highs = zip(*(e.mean_interval(level) for e in evaluations))
+        axes.plot(steps, means, marker="o", label=name)
+        axes.fill_between(steps, lows, highs, alpha=0.2)
+    for name, history in (logged or {}).items():
+        axes.plot([r["step"] for r in history], [r["clip/mean"] for r in history], marker="s", linestyle="--", label=name)
+    axes.set_xlabel("step")
+    axes.set_ylabel("clip/mean")
+    axes.set_title(f"CLIP score per evaluation ({int(level * 100)}% interval of the mean)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    out = Path(out)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
