@@ -17,7 +17,7 @@ from torch import Tensor
 
 from clip_metric.attention import ATTENTION_POLICIES, AttentionPolicy, check_attention
 from clip_metric.encoder import DEFAULT_MODEL, ClipEncoder
-from clip_metric.functional import check_scale
+from clip_metric.functional import check_scale, scale_scores
 from clip_metric.generation import GenerateFn, resolve_generate_fn
 from clip_metric.images import check_value_range, standardize_images
 from clip_metric.metric import ClipScore
@@ -123,6 +123,12 @@ class ClipScoreCallback(Callback):
             raise ValueError(f"Expected `report_to` to be one of {REPORT_TO} but got {report_to!r}")
         if not isinstance(num_logged_images, int) or num_logged_images < 0:
             raise ValueError(f"Expected `num_logged_images` to be a non-negative int but got {num_logged_images!r}")
+        if not isinstance(prefix, str):
+            raise ValueError(f"Expected `prefix` to be a string but got {prefix!r}")
+        if isinstance(model_name_or_path, ClipEncoder) and precision != "auto":
+            raise ValueError(
+                f"`precision={precision!r}` would be ignored: a ClipEncoder brings its own precision; set it there"
+            )
         if generate_fn is not None and not callable(generate_fn):
             raise ValueError(f"Expected `generate_fn` to be callable but got {generate_fn!r}")
         if attention_policy not in ATTENTION_POLICIES:
@@ -157,8 +163,8 @@ class ClipScoreCallback(Callback):
         Keys read: ``evaluation_type`` (``"clip"`` enables, ``"none"``/null disables),
         ``pretrained_evaluation_model_name_or_path``, ``report_to`` (``"tensorboard"``,
         ``"wandb"``, ``"none"``), ``validation_prompt_library`` (true for the built-in library, or a
-        path), ``user_prompt_library`` (a path; combined with the built-in library when both are
-        set). Other keys of a training config are ignored. ``overrides`` are passed to the
+        path), ``user_prompt_library`` (a path; combined with ``validation_prompt_library`` when both
+        are set; with neither, the built-in library). Other keys of a training config are ignored. ``overrides`` are passed to the
         constructor.
 
         Raises:
@@ -188,12 +194,14 @@ class ClipScoreCallback(Callback):
             "report_to": report_to,
             "enabled": evaluation_type == "clip",
         }
-        if user_library and library is True:
-            kwargs["prompts"] = load_prompt_library(user_library) + load_prompt_library(True)
-        elif user_library:
-            kwargs["prompts"] = user_library
-        elif library:
-            kwargs["prompts"] = library
+        if user_library and library:
+            kwargs["prompts"] = load_prompt_library(user_library) + load_prompt_library(library)
+        elif user_library or library:
+            kwargs["prompts"] = user_library or library
+        elif library is False and evaluation_type == "clip":
+            raise ValueError(
+                "validation_prompt_library is false and no user_prompt_library is set: CLIP evaluation needs prompts"
+            )
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -286,7 +294,7 @@ class ClipScoreCallback(Callback):
                     cosines = encoder.score(images, texts, self.value_range)
                     metric.update(scores=cosines, ids=ids)
                     if self.num_logged_images:
-                        candidates.add(images, self.value_range, ids, cosines)
+                        candidates.add(images, self.value_range, ids, scale_scores(cosines, self.scale))
         except Exception as err:  # decided jointly below, so no rank is left in a collective
             error = err
         finally:

@@ -28,6 +28,7 @@ log = logging.getLogger("clip_metric")
 DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
 # Models that were trained on text padded to the full context and pool the last position.
 _PAD_TO_MAX_LENGTH = ("siglip", "siglip2")
+_SHARED_LOAD_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "subfolder")
 _OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -49,10 +50,12 @@ def _load_pretrained(name_or_path: str, **model_kwargs: Any) -> tuple[Any, Any, 
 
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model_kwargs.setdefault(dtype_key, torch.float32)
+    # Where and which version to load from applies to all three parts alike.
+    shared = {k: model_kwargs[k] for k in _SHARED_LOAD_KWARGS if k in model_kwargs}
     try:
         model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **shared)
+        image_processor = AutoImageProcessor.from_pretrained(name_or_path, **shared)
     except (OSError, ValueError) as err:
         local = os.path.isdir(name_or_path)
         hint = (
@@ -168,6 +171,10 @@ class ClipEncoder:
         **model_kwargs: Any,
     ) -> ClipEncoder:
         """Load a model, tokenizer and image processor by hub id or local directory.
+
+        ``model_kwargs`` go to ``AutoModel.from_pretrained``; of them ``revision``, ``cache_dir``,
+        ``local_files_only``, ``token``, ``trust_remote_code`` and ``subfolder`` also go to the
+        tokenizer and image processor, so all three come from the same place.
 
         Raises:
             OSError: if the model cannot be loaded, with how to get it (offline machines need a

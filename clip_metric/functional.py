@@ -39,7 +39,7 @@ def cosine_scores(image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         A ``(N,)`` float32 tensor of cosines in ``[-1, 1]``.
 
     Raises:
-        ValueError: if the shapes differ or are not 2-D, or the embeddings are not finite.
+        ValueError: if the shapes differ or are not 2-D, or an embedding is not finite or is zero.
 
     Example:
         >>> import torch
@@ -53,6 +53,10 @@ def cosine_scores(image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         )
     image_embeds = image_embeds.float()
     text_embeds = text_embeds.float()
+    if not (torch.isfinite(image_embeds).all() and torch.isfinite(text_embeds).all()):
+        raise ValueError("Expected finite embeddings but got NaN or Inf")
+    if (image_embeds.norm(dim=-1) == 0).any() or (text_embeds.norm(dim=-1) == 0).any():
+        raise ValueError("Expected non-zero embeddings: a zero vector has no direction to compare")
     image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
     text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
     return (image_embeds * text_embeds).sum(dim=-1).clamp(-1.0, 1.0)
@@ -99,7 +103,8 @@ def stats_from_moments(
         var = (total_sq / n - mean * mean).clamp(min=0.0)
         values = [mean, minimum, maximum, var.sqrt()]
     out = {prefix + name: value for name, value in zip(STAT_NAMES, values)}
-    out[prefix + "count"] = count
+    # A float count: loggers reduce floats, and Lightning warns about integer values.
+    out[prefix + "count"] = count.to(torch.float64)
     return out
 
 

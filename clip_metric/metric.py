@@ -18,6 +18,9 @@ from clip_metric.functional import check_scale, cosine_scores, scale_scores, sta
 from clip_metric.images import check_value_range
 
 
+_ENCODER_DEFAULTS = {"precision": "auto", "attention_policy": "restore", "text_cache_size": 100_000}
+
+
 class ClipScore(Metric):
     r"""CLIP score of generated images against their prompts: mean, min, max, std and count.
 
@@ -98,9 +101,14 @@ class ClipScore(Metric):
         self.prefix = prefix
         self.value_range = check_value_range(value_range)
         self.keep_scores = bool(keep_scores)
-        encoder_kwargs = {}
-        if not isinstance(model_name_or_path, ClipEncoder):
-            encoder_kwargs = dict(precision=precision, attention_policy=attention_policy, text_cache_size=text_cache_size)
+        encoder_kwargs = dict(precision=precision, attention_policy=attention_policy, text_cache_size=text_cache_size)
+        if isinstance(model_name_or_path, ClipEncoder):
+            changed = {k: v for k, v in encoder_kwargs.items() if v != _ENCODER_DEFAULTS[k]}
+            if changed:
+                raise ValueError(
+                    f"{changed} would be ignored: a ClipEncoder brings its own settings; set them on the encoder"
+                )
+            encoder_kwargs = {}
         # Stored outside nn.Module's registry on purpose: no weights in state_dict()/parameters().
         object.__setattr__(self, "_encoder", ClipEncoder.build(model_name_or_path, processor, **encoder_kwargs))
 

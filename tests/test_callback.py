@@ -273,6 +273,52 @@ def test_from_config_reads_source_keys(tmp_path, tiny_clip_dir):
     assert len(ClipScoreCallback.from_config({"validation_prompt_library": True}).prompt_library) >= 120
 
 
+def test_from_config_combines_libraries_and_refuses_none(tmp_path):
+    user = tmp_path / "user.json"
+    user.write_text(json.dumps({"cat": "a photo of a cat"}))
+    library = tmp_path / "library.txt"
+    library.write_text("a dog\na bird\n")
+    callback = ClipScoreCallback.from_config(
+        {"user_prompt_library": str(user), "validation_prompt_library": str(library)}
+    )
+    assert [p.text for p in callback.prompt_library] == ["a photo of a cat", "a dog", "a bird"]
+    with pytest.raises(ValueError, match="needs prompts"):
+        ClipScoreCallback.from_config({"validation_prompt_library": False})
+    assert not ClipScoreCallback.from_config({"evaluation_type": "none", "validation_prompt_library": False}).enabled
+
+
+def test_encoder_with_precision_is_refused(encoder):
+    with pytest.raises(ValueError, match="would be ignored"):
+        ClipScoreCallback(encoder, prompts=["a cat"], precision="32")
+    with pytest.raises(ValueError, match="prefix"):
+        ClipScoreCallback(prompts=["a cat"], prefix=3)
+
+
+def test_best_and_worst_captions_use_the_score_scale(tmp_path):
+    import random
+
+    from clip_metric import shapes
+    from clip_metric.embedded import embedded_model_path
+
+    rng = random.Random(0)
+    scenes = {shapes.caption(s): s for s in (shapes.random_scene(rng) for _ in range(6))}
+
+    def draw(module, prompts, seeds):  # images that match their prompts: positive cosines
+        return shapes.draw_scenes([scenes[p] for p in prompts])
+
+    callback = ClipScoreCallback(embedded_model_path(), prompts=list(scenes), generate_fn=draw, precision="32",
+                                 scale="torchmetrics", num_logged_images=2)
+    trainer = _trainer(tmp_path, callback)
+    trainer.validate(TinyTextToImage())
+    events = _read_tensorboard(trainer.logger.log_dir)
+    (event,) = events.Tensors("clip/best_prompts/text_summary")
+    best_text = event.tensor_proto.string_val[0].decode()
+    rows = [json.loads(line) for line in next(tmp_path.rglob("step-*.jsonl")).read_text().splitlines()]
+    best = max(rows, key=lambda r: r["score"])
+    assert best["score"] > 1.0  # on the x100 scale
+    assert best_text.startswith(f"1. {best['score']:.4f} | {best['prompt']}")
+
+
 @pytest.mark.parametrize(
     "config, message",
     [

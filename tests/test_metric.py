@@ -91,6 +91,8 @@ def test_update_from_scores_and_embeddings(metric):
         ({"scores": torch.tensor([[0.1]])}, "1-D float"),
         ({"scores": torch.tensor([float("nan")])}, "finite"),
         ({"image_embeds": torch.ones(2, 3), "text_embeds": torch.ones(2, 4)}, r"\(2, 3\) and \(2, 4\)"),
+        ({"image_embeds": torch.zeros(1, 4), "text_embeds": torch.ones(1, 4)}, "non-zero"),
+        ({"image_embeds": torch.full((1, 4), float("nan")), "text_embeds": torch.ones(1, 4)}, "finite"),
     ],
 )
 def test_bad_update_calls(metric, kwargs, message):
@@ -149,6 +151,12 @@ def test_state_dict_holds_no_encoder_weights_and_encoder_stays_frozen(tiny_clip_
     module.train()
     model = module.clip.encoder.model
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_encoder_settings_given_with_an_encoder_are_refused(encoder):
+    for kwargs in ({"precision": "32"}, {"attention_policy": "strict"}, {"text_cache_size": 5}):
+        with pytest.raises(ValueError, match="would be ignored"):
+            ClipScore(encoder, **kwargs)
 
 
 def test_clone_shares_the_encoder(metric):
