@@ -21,7 +21,14 @@ from torch import Tensor
 
 from clip_metric.attention import AttentionPolicy, check_attention, restored_attention
 from clip_metric.images import ImageTransform, standardize_images
-from clip_metric.precision import autocast_context, check_precision, resolve_precision, weight_dtype
+from clip_metric.precision import (
+    HALF_DTYPES,
+    autocast_context,
+    cast_matmul_weights,
+    check_precision,
+    resolve_precision,
+    weight_dtype,
+)
 
 log = logging.getLogger("clip_metric")
 
@@ -227,9 +234,14 @@ class ClipEncoder:
 
     def _apply_precision(self) -> None:
         resolved = resolve_precision(self.precision, self.device)
-        if resolved != self._active_precision:
-            self.model.to(weight_dtype(resolved))
-            self._active_precision = resolved
+        if resolved == self._active_precision:
+            return
+        self.model.to(weight_dtype(resolved))
+        if resolved in HALF_DTYPES:
+            for name, child in self.model.named_children():
+                if "vision" in name or "visual" in name:  # CLIP: vision_model, visual_projection
+                    cast_matmul_weights(child, HALF_DTYPES[resolved])
+        self._active_precision = resolved
 
     @property
     def active_precision(self) -> str:
@@ -265,7 +277,7 @@ class ClipEncoder:
 
     def preprocess(self, images: Any, value_range: Any = (0.0, 1.0)) -> Tensor:
         """Model-ready pixel values ``(N, 3, h, w)`` on the encoder's device."""
-        batches = standardize_images(images, value_range, self.device)
+        batches = standardize_images(images, value_range, self.device, keep_uint8=True)
         return torch.cat([self.transform(batch) for batch in batches])
 
     def encode_texts(self, prompts: Sequence[str]) -> Tensor:

@@ -100,12 +100,14 @@ def _check_tensor_image(tensor: Tensor, batched: bool) -> None:
         raise ValueError(f"Expected images of dtype uint8 or a float dtype but got {tensor.dtype}")
 
 
-def _to_rgb01(images: Tensor, value_range: ValueRange) -> Tensor:
-    """(N, C, H, W) uint8 or float -> (N, 3, H, W) float32 in [0, 1]."""
+def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False) -> Tensor:
+    """(N, C, H, W) uint8 or float -> (N, 3, H, W) float32 in [0, 1] (or uint8, if kept)."""
     channels = images.shape[1]
     if channels == 4:
         images = images[:, :3]
     if images.dtype == torch.uint8:
+        if keep_uint8:
+            return images.expand(-1, 3, -1, -1).contiguous() if channels == 1 else images
         images = images.float().div_(255.0)
     else:
         low, high = value_range
@@ -127,7 +129,9 @@ def _to_rgb01(images: Tensor, value_range: ValueRange) -> Tensor:
     return images
 
 
-def standardize_images(images: Any, value_range: Any = (0.0, 1.0), device: torch.device | None = None) -> list[Tensor]:
+def standardize_images(
+    images: Any, value_range: Any = (0.0, 1.0), device: torch.device | None = None, keep_uint8: bool = False
+) -> list[Tensor]:
     """Turn any supported image input into float RGB batches in ``[0, 1]`` on ``device``.
 
     Supported inputs: a uint8 tensor (values 0-255) or float tensor (values in ``value_range``)
@@ -141,10 +145,13 @@ def standardize_images(images: Any, value_range: Any = (0.0, 1.0), device: torch
             for raw diffusion outputs. Ignored for uint8 inputs.
         device: where to put the result; conversion happens after the move, so uint8 data
             travels at a quarter of the float size.
+        keep_uint8: return uint8 batches (0-255) as uint8 instead of float, for
+            :class:`ImageTransform`, which resizes them in uint8 on the CPU.
 
     Returns:
-        A list of ``(n_i, 3, H_i, W_i)`` float32 tensors, one per run of same-sized inputs, in
-        input order (a single batched tensor gives a one-element list).
+        A list of ``(n_i, 3, H_i, W_i)`` float32 tensors in ``[0, 1]`` (uint8 for uint8 inputs
+        with ``keep_uint8``), one per run of same-sized inputs, in input order (a single batched
+        tensor gives a one-element list).
 
     Raises:
         ValueError: for an empty input, wrong rank or channel count, unsupported dtype,
@@ -184,7 +191,8 @@ def standardize_images(images: Any, value_range: Any = (0.0, 1.0), device: torch
     batches = []
     for group in groups:
         batch = group[0] if len(group) == 1 else torch.cat(group)
-        batches.append(_to_rgb01(batch.to(device, non_blocking=True) if device is not None else batch, value_range))
+        batch = batch.to(device, non_blocking=True) if device is not None else batch
+        batches.append(_to_rgb01(batch, value_range, keep_uint8))
     return batches
 
 
@@ -209,9 +217,10 @@ class ImageTransform:
     """Resize, center-crop and normalise, as the model's image processor would, on tensors.
 
     Resizing uses :func:`torch.nn.functional.interpolate` with ``antialias=True`` (bicubic for
-    CLIP, as its processor's ``resample=3`` asks), which follows Pillow's filter on downscaling;
-    the result is clamped to ``[0, 1]`` as Pillow's uint8 output is. The remaining difference
-    from the Hugging Face processor is Pillow's rounding to uint8 between steps.
+    CLIP, as its processor's ``resample=3`` asks), which follows Pillow's filter on downscaling.
+    uint8 images on the CPU are resized in uint8, rounded and clamped as Pillow does; float images
+    (and uint8 images on a GPU) are resized in float32 and clamped to ``[0, 1]``, which differs
+    from Pillow by its rounding to uint8 only.
 
     Args:
         shortest_edge: resize so the shorter side has this length (CLIP), or None.
@@ -264,15 +273,21 @@ class ImageTransform:
         return height, width
 
     def __call__(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W) float in [0, 1] -> normalised model input."""
+        """(N, 3, H, W) float in [0, 1], or uint8 -> normalised float32 model input."""
+        if images.dtype == torch.uint8 and images.device.type != "cpu":
+            images = images.float().div_(255.0)  # uint8 resizing is a CPU kernel
         height, width = images.shape[-2:]
         new_h, new_w = self.output_size(height, width)
         if (new_h, new_w) != (height, width):
             antialias = self.interpolation != "nearest"
+            # uint8 on the CPU: torch's antialiased uint8 kernel, rounding like Pillow, ~10x faster.
             images = F.interpolate(images, size=(new_h, new_w), mode=self.interpolation, antialias=antialias)
-            images = images.clamp_(0.0, 1.0)
+            if images.is_floating_point():
+                images = images.clamp_(0.0, 1.0)
         if self.crop is not None:
             images = _center_crop(images, self.crop)
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         return (images - mean) / std

@@ -3,10 +3,16 @@
 Names follow Lightning's (``"32"``, ``"bf16-mixed"``, ``"16-mixed"``, ``"bf16-true"``,
 ``"16-true"``), plus ``"auto"``: bf16 autocast where the hardware runs it fast (CUDA GPUs with
 bf16, CPUs with AMX or AVX512-BF16), fp16 autocast on older CUDA GPUs, fp32 elsewhere. Mixed
-modes keep the weights in fp32 and run the image tower's matrix products in half precision
-(the text tower stays fp32: its embeddings are cached, so it runs once per prompt, and it is
-where half precision moves scores the most); embeddings are always normalised and compared in
-fp32.
+modes run the image tower's matrix products in half precision (the text tower stays fp32: its
+embeddings are cached, so it runs once per prompt, and it is where half precision moves scores
+the most); embeddings are always normalised and compared in fp32.
+
+Under a mixed precision the image tower's linear and convolution weights are stored in half
+precision once, instead of being cast by autocast at every call (autocast only caches casts of
+weights that require grad, which a frozen encoder's do not). The numbers are those of autocast:
+it rounds the same weights the same way, and layer norms, softmax and the residual stream stay
+fp32. Moving such an encoder to a device whose ``"auto"`` is fp32 upcasts those weights again;
+they keep their half-precision rounding (use ``precision="32"`` for bit-exact fp32).
 """
 
 from __future__ import annotations
@@ -57,6 +63,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def weight_dtype(precision: str) -> torch.dtype:
     """The dtype the model's weights are kept in under a resolved precision."""
     return {"bf16-true": torch.bfloat16, "16-true": torch.float16}.get(precision, torch.float32)
+
+
+HALF_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def cast_matmul_weights(module: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Store the weights of ``module``'s linear and convolution layers in ``dtype``.
+
+    Returns:
+        The number of layers cast.
+    """
+    count = 0
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+            layer.to(dtype)
+            count += 1
+    return count
 
 
 def autocast_context(precision: str, device: torch.device) -> ContextManager:
