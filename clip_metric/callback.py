@@ -286,6 +286,8 @@ class ClipScoreCallback(Callback):
             pl_module.eval()
             with preserved_rng(), torch.no_grad():
                 shard = self._shard(trainer)
+                if shard:
+                    encoder.cache_prompts([prompt.text for _, prompt in shard])
                 for start in range(0, len(shard), self.batch_size):
                     batch = shard[start : start + self.batch_size]
                     ids = [index for index, _ in batch]

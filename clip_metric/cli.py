@@ -38,6 +38,8 @@ def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: arg
 
     metric = ClipScore(args.model, precision=args.precision, keep_scores=True).to(fabric.device)
     indices = list(range(fabric.global_rank, len(images), fabric.world_size))
+    if indices:
+        metric.encoder.cache_prompts([prompts[i] for i in indices])
     unreadable: list[tuple[str, str]] = []
     bar = tqdm(total=len(indices), desc="scoring", unit="img", disable=fabric.global_rank != 0 or args.quiet,
                file=sys.stderr)

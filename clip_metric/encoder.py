@@ -238,9 +238,7 @@ class ClipEncoder:
             return
         self.model.to(weight_dtype(resolved))
         if resolved in HALF_DTYPES:
-            for name, child in self.model.named_children():
-                if "vision" in name or "visual" in name:  # CLIP: vision_model, visual_projection
-                    cast_matmul_weights(child, HALF_DTYPES[resolved])
+            cast_matmul_weights(self.model, HALF_DTYPES[resolved])
         self._active_precision = resolved
 
     @property
@@ -257,10 +255,7 @@ class ClipEncoder:
         if self.attention_policy == "strict":
             check_attention("strict")
         restore = restored_attention() if self.attention_policy == "restore" else contextlib.nullcontext()
-        # Mixed precision covers the image tower only: text embeddings are cached (paid once per
-        # prompt) and the text tower is where half precision moves scores the most.
-        autocast = autocast_context(self._active_precision if method == "get_image_features" else "32", self.device)
-        with torch.no_grad(), restore, autocast:
+        with torch.no_grad(), restore, autocast_context(self._active_precision, self.device):
             features = _embedding(getattr(self.model, method)(**inputs))
         return F.normalize(features.float(), dim=-1)
 
@@ -306,8 +301,10 @@ class ClipEncoder:
         return result
 
     def _encode_uncached(self, prompts: list[str]) -> Tensor:
-        lengths = [len(ids) for ids in self.tokenizer(prompts, verbose=False)["input_ids"]]
-        too_long = [p for p, n in zip(prompts, lengths) if n > self.context_length]
+        # Tokenise once; over-long prompts are cut keeping their last (end-of-text) token, which
+        # is where CLIP pools, then everything is padded together.
+        ids = self.tokenizer(prompts, verbose=False)["input_ids"]
+        too_long = [i for i, row in enumerate(ids) if len(row) > self.context_length]
         if too_long:
             self.truncated_prompt_count += len(too_long)
             log.warning(
@@ -315,18 +312,33 @@ class ClipEncoder:
                 "kept), e.g. %r",
                 len(too_long),
                 self.context_length,
-                too_long[0][:80],
+                prompts[too_long[0]][:80],
             )
-        tokens = self.tokenizer(
-            prompts,
-            padding="max_length" if self._pad_to_max_length else True,
-            truncation=True,
+            ends_with_eos = self.tokenizer.eos_token_id is not None
+            for i in too_long:
+                row = ids[i]
+                keep_last = ends_with_eos and row[-1] == self.tokenizer.eos_token_id
+                ids[i] = row[: self.context_length - 1] + [row[-1]] if keep_last else row[: self.context_length]
+        tokens = self.tokenizer.pad(
+            {"input_ids": ids},
+            padding="max_length" if self._pad_to_max_length else "longest",
             max_length=self.context_length,
             return_tensors="pt",
         )
-        inputs = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         self.text_forward_count += 1
         return self._forward("get_text_features", **inputs)
+
+    def cache_prompts(self, prompts: Sequence[str], batch_size: int = 256) -> None:
+        """Encode prompts ahead of scoring, ``batch_size`` at a time.
+
+        When the prompts are known up front (a prompt library, a captioned folder), one large
+        text-tower batch is cheaper per prompt than one per image batch; later calls read the
+        cache. Prompts beyond ``text_cache_size`` are not kept.
+        """
+        prompts = list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size]
+        for start in range(0, len(prompts), batch_size):
+            self.encode_texts(prompts[start : start + batch_size])
 
     def clear_text_cache(self) -> None:
         self._text_cache.clear()

@@ -288,9 +288,17 @@ class ImageTransform:
             images = _center_crop(images, self.crop)
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        mean, std = self._constants(images.device)
         return (images - mean) / std
+
+    def _constants(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Built once per device: a fresh torch.tensor(..., device="cuda") is a blocking copy.
+        cache = self.__dict__.setdefault("_cache", {})
+        if device not in cache:
+            mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+            std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+            cache[device] = (mean, std)
+        return cache[device]
 
 
 def _center_crop(images: Tensor, crop: tuple[int, int]) -> Tensor:
