@@ -190,7 +190,8 @@ def test_encoder_follows_device_and_matches_cpu(tiny_clip_dir, uint8_images):
     encoder.to("cuda")
     gpu = encoder.score(uint8_images, PROMPTS)
     assert gpu.device.type == "cuda"
-    assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)
+    # uint8 is resized in uint8 on the CPU and in float on the GPU: they differ by that rounding.
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-3)
 
 
 def test_cache_prompts_encodes_ahead_in_batches(tiny_clip_dir):
