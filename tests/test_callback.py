@@ -337,3 +337,16 @@ def test_from_config_invalid_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="config.json"):
         ClipScoreCallback.from_config(path)
+
+
+def test_per_category_means_are_logged(tmp_path, tiny_clip_dir):
+    library = {
+        "a": {"prompt": "a red circle", "category": "shapes"},
+        "b": {"prompt": "a blue square", "category": "shapes"},
+        "c": {"prompt": "a photo of a cat", "category": "animals"},
+    }
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=library, precision="32")
+    (results,) = _trainer(tmp_path, callback).validate(TinyTextToImage())
+    rows = {r["prompt_id"]: r["score"] for r in map(json.loads, next(tmp_path.rglob("step-*.jsonl")).read_text().splitlines())}
+    assert results["clip/category/shapes"] == pytest.approx((rows["a"] + rows["b"]) / 2, abs=1e-5)
+    assert results["clip/category/animals"] == pytest.approx(rows["c"], abs=1e-5)
