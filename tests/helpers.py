@@ -29,3 +29,15 @@ def hf_reference_scores(model_dir: Path, images: torch.Tensor, prompts: list[str
     image = image / image.norm(dim=-1, keepdim=True)
     text = text / text.norm(dim=-1, keepdim=True)
     return (image * text).sum(-1)
+
+
+def drawn_scenes(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` procedurally drawn scenes (uint8) with their captions: what the embedded model knows."""
+    import random
+
+    from clip_metric import shapes
+
+    rng = random.Random(seed)
+    scenes = [shapes.random_scene(rng) for _ in range(n)]
+    captions = [shapes.caption(scene, i % shapes.NUM_TEMPLATES) for i, scene in enumerate(scenes)]
+    return shapes.draw_scenes(scenes, generator=torch.Generator().manual_seed(seed)), captions

@@ -7,7 +7,7 @@ import torch
 
 from clip_metric import ClipEncoder
 from clip_metric.encoder import check_prompts
-from helpers import embedding, hf_reference_scores
+from helpers import drawn_scenes, embedding, hf_reference_scores
 from conftest import PROMPTS, TOKENIZER_DIR
 
 
@@ -89,15 +89,9 @@ def test_long_prompt_keeps_end_of_text_token(encoder, caplog):
 def test_default_precision_close_to_fp32_on_a_trained_model():
     # A trained model, matching images and captions: the regime CLIP scores are read in. (The
     # full-size architectures are checked by benchmarks/bench_throughput.py.)
-    import random
-
-    from clip_metric import shapes
     from clip_metric.embedded import embedded_model_path
 
-    rng = random.Random(7)
-    scenes = [shapes.random_scene(rng) for _ in range(96)]
-    captions = [shapes.caption(scene, i % shapes.NUM_TEMPLATES) for i, scene in enumerate(scenes)]
-    images = shapes.draw_scenes(scenes, generator=torch.Generator().manual_seed(7))
+    images, captions = drawn_scenes(96, seed=7)
     fast = ClipEncoder.from_pretrained(embedded_model_path())  # "auto"
     exact = ClipEncoder.from_pretrained(embedded_model_path(), precision="32")
     if fast.active_precision == "32":

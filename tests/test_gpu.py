@@ -8,21 +8,17 @@ import torch
 
 from clip_metric import ClipEncoder, ClipScore, ClipScoreCallback
 from conftest import PROMPTS
+from helpers import drawn_scenes
 from t2i import TinyTextToImage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_auto_precision_on_cuda_is_half_and_close_to_fp32():
-    import random
-
-    from clip_metric import shapes
     from clip_metric.embedded import embedded_model_path
 
-    rng = random.Random(7)
-    scenes = [shapes.random_scene(rng) for _ in range(96)]
-    captions = [shapes.caption(scene, i % shapes.NUM_TEMPLATES) for i, scene in enumerate(scenes)]
-    images = shapes.draw_scenes(scenes, generator=torch.Generator().manual_seed(7)).cuda()
+    images, captions = drawn_scenes(96, seed=7)
+    images = images.cuda()
     fast = ClipEncoder.from_pretrained(embedded_model_path(), device="cuda")
     exact = ClipEncoder.from_pretrained(embedded_model_path(), device="cuda", precision="32")
     assert fast.active_precision in ("bf16-mixed", "16-mixed")
