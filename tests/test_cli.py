@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from clip_metric import ClipEncoder
