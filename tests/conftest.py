@@ -16,22 +16,26 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+# A 2-layer, 32-wide CLIP text tower over the real vocabulary and special tokens.
+TINY_TEXT_CONFIG = dict(
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+)
+
+
 def build_tiny_clip(out_dir: Path, image_size: int = 32, patch_size: int = 8, seed: int = 0) -> Path:
     """Save a random 2-layer CLIPModel with the real tokenizer and a CLIP image processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=49408,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        ),
+        text_config=TINY_TEXT_CONFIG,
         vision_config=dict(
             hidden_size=32,
             intermediate_size=64,

@@ -15,7 +15,7 @@ import torch
 
 from clip_metric import ClipEncoder, ClipScoreCallback, DiffusersGenerator
 from clip_metric.prompts import load_prompt_library
-from conftest import TOKENIZER_DIR
+from conftest import TINY_TEXT_CONFIG, TOKENIZER_DIR
 
 pytest.importorskip("diffusers")
 
@@ -51,19 +51,7 @@ def build_tiny_pipeline(seed: int = 0):
         norm_num_groups=8,
         sample_size=SIZE,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
