@@ -266,7 +266,9 @@ class ClipEncoder:
             images: any input :func:`clip_metric.images.standardize_images` accepts.
             value_range: the ``(low, high)`` of float pixel values.
         """
-        pixels = self.preprocess(images, value_range)
+        return self._image_features(self.preprocess(images, value_range))
+
+    def _image_features(self, pixels: Tensor) -> Tensor:
         self.image_forward_count += 1
         return self._forward("get_image_features", pixel_values=pixels.to(weight_dtype(self._active_precision)))
 
@@ -360,9 +362,7 @@ class ClipEncoder:
                 f"Expected one prompt per image but got {pixels.shape[0]} images and {len(prompts)} prompts"
             )
         text = self.encode_texts(prompts)
-        self.image_forward_count += 1
-        image = self._forward("get_image_features", pixel_values=pixels.to(weight_dtype(self._active_precision)))
-        return (image * text).sum(dim=-1).clamp(-1.0, 1.0)
+        return (self._image_features(pixels) * text).sum(dim=-1).clamp(-1.0, 1.0)
 
 
 def check_prompts(prompts: Any) -> list[str]:
