@@ -289,23 +289,25 @@ class ClipEncoder:
         """
         prompts = check_prompts(prompts)
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
-        if missing:
-            fresh = self._encode_uncached(missing)
-            for prompt, embedding in zip(missing, fresh):
-                self._text_cache[prompt] = embedding
+        fresh = dict(zip(missing, self._encode_uncached(missing))) if missing else {}
         embeddings = []
         for prompt in prompts:
-            self._text_cache.move_to_end(prompt)
-            embeddings.append(self._text_cache[prompt])
-        result = torch.stack(embeddings)
-        while len(self._text_cache) > self.text_cache_size:
-            self._text_cache.popitem(last=False)
-        return result
+            if prompt in self._text_cache:
+                self._text_cache.move_to_end(prompt)
+                embeddings.append(self._text_cache[prompt])
+            else:
+                embeddings.append(fresh[prompt])
+        if fresh:
+            self._store(missing, [fresh[p] for p in missing])
+        return torch.stack(embeddings)
 
-    def _encode_uncached(self, prompts: list[str]) -> Tensor:
-        # Tokenise once; over-long prompts are cut keeping their last (end-of-text) token, which
-        # is where CLIP pools, then everything is padded together.
-        ids = self.tokenizer(prompts, verbose=False)["input_ids"]
+    def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids per prompt, cut to the model's context keeping the end-of-text token.
+
+        CLIP pools on the end-of-text token, so an over-long prompt keeps its last token; such
+        prompts are counted in ``truncated_prompt_count`` and logged.
+        """
+        ids = self.tokenizer(list(prompts), verbose=False)["input_ids"]
         too_long = [i for i, row in enumerate(ids) if len(row) > self.context_length]
         if too_long:
             self.truncated_prompt_count += len(too_long)
@@ -321,26 +323,61 @@ class ClipEncoder:
                 row = ids[i]
                 keep_last = ends_with_eos and row[-1] == self.tokenizer.eos_token_id
                 ids[i] = row[: self.context_length - 1] + [row[-1]] if keep_last else row[: self.context_length]
+        return ids
+
+    def text_inputs(self, ids: Sequence[list[int]]) -> dict[str, Tensor]:
+        """Padded ``input_ids`` and ``attention_mask`` on the encoder's device, as the model expects."""
         tokens = self.tokenizer.pad(
-            {"input_ids": ids},
+            {"input_ids": list(ids)},
             padding="max_length" if self._pad_to_max_length else "longest",
             max_length=self.context_length,
             return_tensors="pt",
         )
-        inputs = {k: v.to(self.device, non_blocking=True) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        self.text_forward_count += 1
-        return self._forward("get_text_features", **inputs)
+        return {k: v.to(self.device, non_blocking=True) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
 
-    def cache_prompts(self, prompts: Sequence[str], batch_size: int = 256) -> None:
-        """Encode prompts ahead of scoring, ``batch_size`` at a time.
+    def _encode_uncached(self, prompts: list[str], batch_size: int | None = None) -> Tensor:
+        # Tokenise everything once. With several batches, prompts of similar length go together so
+        # that little compute is spent on padding; results come back in the caller's order.
+        ids = self.token_ids(prompts)
+        if batch_size is None or len(ids) <= batch_size:
+            self.text_forward_count += 1
+            return self._forward("get_text_features", **self.text_inputs(ids))
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        chunks = []
+        for start in range(0, len(order), batch_size):
+            self.text_forward_count += 1
+            chunk = order[start : start + batch_size]
+            chunks.append(self._forward("get_text_features", **self.text_inputs([ids[i] for i in chunk])))
+        embeddings = torch.cat(chunks)
+        return embeddings[torch.as_tensor(order, device=embeddings.device).argsort()]
 
-        When the prompts are known up front (a prompt library, a captioned folder), one large
-        text-tower batch is cheaper per prompt than one per image batch; later calls read the
-        cache. Prompts beyond ``text_cache_size`` are not kept.
+    def cache_prompts(self, prompts: Sequence[str], batch_size: int | None = None) -> None:
+        """Encode prompts ahead of scoring, in text-tower batches of ``batch_size``.
+
+        When the prompts are known up front (a prompt library, a captioned folder), large
+        text-tower batches of prompts of similar token length cost less per prompt than one
+        batch per image batch; later calls read the cache. Prompts already cached are skipped,
+        and prompts beyond ``text_cache_size`` are not kept.
+
+        Args:
+            prompts: the prompts to encode.
+            batch_size: prompts per text-tower forward. ``None`` picks 128 on CPU (larger batches
+                were slower there: their activations leave the CPU caches) and 512 elsewhere.
         """
-        prompts = list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size]
-        for start in range(0, len(prompts), batch_size):
-            self.encode_texts(prompts[start : start + batch_size])
+        if batch_size is None:
+            batch_size = 128 if self.device.type == "cpu" else 512
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Expected `batch_size` to be a positive int but got {batch_size!r}")
+        unique = list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size]
+        missing = [p for p in unique if p not in self._text_cache]
+        if missing:
+            self._store(missing, self._encode_uncached(missing, batch_size))
+
+    def _store(self, prompts: list[str], embeddings: Tensor) -> None:
+        for prompt, embedding in zip(prompts, embeddings):
+            self._text_cache[prompt] = embedding
+        while len(self._text_cache) > self.text_cache_size:
+            self._text_cache.popitem(last=False)
 
     def clear_text_cache(self) -> None:
         self._text_cache.clear()

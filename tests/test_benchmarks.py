@@ -52,8 +52,9 @@ def test_help_runs() -> None:
 def test_every_method_is_measured_with_finite_numbers(tiny_run: tuple[dict, str]) -> None:
     report, _ = tiny_run
     scenarios = report["models"]["tiny"]["scenarios"]
-    assert set(scenarios["fresh"]) == FRESH_METHODS
-    assert set(scenarios["repeated"]) == FRESH_METHODS
+    assert set(scenarios) == {"fresh", "upfront", "repeated"}
+    for name in scenarios:
+        assert set(scenarios[name]) == FRESH_METHODS, name
     for scenario in scenarios.values():
         for key, row in scenario.items():
             for field in ("seconds", "images_per_s", "ms_per_image"):
@@ -88,16 +89,30 @@ def test_second_pass_of_a_repeated_library_runs_no_text_forward(tiny_run: tuple[
         assert all(n >= 1 for n in scenarios["fresh"][key]["text_forwards_per_pass"])
 
 
+def test_upfront_scenario_encodes_each_pass_in_one_text_batch(tiny_run: tuple[dict, str]) -> None:
+    # 4 new prompts per pass in batches of 8 per update: fresh runs 1 forward per update, the
+    # up-front path 1 per cache_prompts batch; both score the same prompts as torchmetrics.
+    report, _ = tiny_run
+    scenarios = report["models"]["tiny"]["scenarios"]
+    for key in ("ours-default", "ours-fp32"):
+        upfront = scenarios["upfront"][key]
+        assert upfront["text_forwards_per_pass"] == [1] * report["settings"]["repeats"]
+        assert not upfront["shared_across_scenarios"]
+        assert _finite(upfront["max_abs_diff_vs_hf_fp32"])
+    assert scenarios["upfront"]["torchmetrics"]["shared_across_scenarios"]
+
+
 def test_markdown_table_lists_every_method_and_target(tiny_run: tuple[dict, str]) -> None:
     report, stdout = tiny_run
     assert report["markdown"] in stdout
     for key in FRESH_METHODS:
         assert f"| {key}" in stdout
-    assert "### fresh prompts" in stdout and "### same prompt library again" in stdout
+    assert "### fresh prompts (every" in stdout and "### same prompt library again" in stdout
+    assert "### fresh prompts encoded up front" in stdout
     assert "where ours spends its time" in stdout
     assert "adapter" in stdout  # the torchmetrics adapter is disclosed
     targets = report["targets"]
-    assert len(targets) == 5  # the CPU targets
+    assert len(targets) == 6  # the CPU targets
     for target in targets:
         assert _finite(target["value"]), target
         assert target["passed"] in (True, False)

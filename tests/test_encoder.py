@@ -195,3 +195,33 @@ def test_cache_prompts_encodes_ahead_in_batches(tiny_clip_dir):
     reference = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32").encode_texts(PROMPTS)
     assert torch.allclose(encoder.encode_texts(PROMPTS), reference, atol=1e-6)
     assert encoder.text_forward_count == 2
+
+
+def test_cache_prompts_groups_prompts_of_similar_length(tiny_clip_dir):
+    encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
+    long_prompt = "a very detailed oil painting of an old lighthouse on a cliff above a stormy sea at dusk"
+    prompts = [long_prompt, "a cat", long_prompt + " with gulls", "a dog", long_prompt + " in winter", "a fox"]
+    widths = []
+    hook = encoder.model.text_model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    encoder.cache_prompts(prompts, batch_size=3)
+    hook.remove()
+    lengths = sorted(len(ids) for ids in encoder.token_ids(prompts))
+    # Short prompts share one batch, long ones the other: padding only to each group's longest.
+    assert widths == [(3, lengths[2]), (3, lengths[5])]
+    # Sorting is invisible to the caller: each prompt gets its own embedding.
+    one_by_one = torch.cat([ClipEncoder.from_pretrained(tiny_clip_dir, precision="32").encode_texts([p]) for p in prompts])
+    assert torch.allclose(encoder.encode_texts(prompts), one_by_one, atol=1e-5)
+    assert encoder.text_forward_count == 2
+
+
+def test_cache_prompts_skips_cached_prompts_and_checks_batch_size(tiny_clip_dir):
+    encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
+    encoder.encode_texts(PROMPTS[:2])
+    encoder.cache_prompts(PROMPTS)
+    assert encoder.text_forward_count == 2 and encoder.text_cache_len == len(PROMPTS)
+    encoder.cache_prompts(PROMPTS)
+    assert encoder.text_forward_count == 2
+    with pytest.raises(ValueError, match="Expected `batch_size` to be a positive int but got 0"):
+        encoder.cache_prompts(PROMPTS, batch_size=0)
