@@ -1200,7 +1200,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "no way to encode prompts up front, so its fresh-prompt row is shown in the up-front scenario.",
             "Up-front scenario: the same new prompts as the fresh scenario, scored by ours through separate "
             "encoders whose caches hold no earlier prompts; ClipEncoder.cache_prompts (one tokenizer call, "
-            "prompts grouped by token length, text-tower batches of 128 on CPU and 512 on CUDA) is timed as "
+            "prompts grouped by token length, text-tower batches of 128 on CPU and 256 on CUDA) is timed as "
             "part of the pass.",
             "Score differences are of cosines (torchmetrics' scale is 100x). 'HF fp32' is the torchmetrics "
             "path: Hugging Face CLIPProcessor + fp32 model. 'x peer' is images/s over the peer's images/s; "

@@ -362,10 +362,10 @@ class ClipEncoder:
         Args:
             prompts: the prompts to encode.
             batch_size: prompts per text-tower forward. ``None`` picks 128 on CPU (larger batches
-                were slower there: their activations leave the CPU caches) and 512 elsewhere.
+                were slower there: their activations leave the CPU caches) and 256 elsewhere.
         """
         if batch_size is None:
-            batch_size = 128 if self.device.type == "cpu" else 512
+            batch_size = 128 if self.device.type == "cpu" else 256
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Expected `batch_size` to be a positive int but got {batch_size!r}")
         unique = list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size]
