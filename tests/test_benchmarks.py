@@ -140,3 +140,27 @@ def test_candidates_script_reports_finite_figures(tmp_path: Path) -> None:
     for section in ("image_tower_ms_per_batch", "text_tower_ms_per_batch", "preprocess_ms_per_batch",
                     "tokenize_ms_per_batch", "image_tower_max_score_diff", "preprocess_max_score_diff_vs_hf_processor"):
         assert report[section] and all(_finite(v) for v in report[section].values()), section
+
+
+def test_text_benchmark_reports_every_batching(tmp_path: Path) -> None:
+    out = tmp_path / "text.json"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_text.py"), "--tiny", "--device", "cpu", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads(out.read_text())
+    methods = report["methods"]
+    assert set(methods) == {"torchmetrics-text", "update-batches", "cache-unsorted", "cache-prompts"}
+    for name, row in methods.items():
+        assert _finite(row["ms_per_prompt"]) and row["ms_per_prompt"] > 0, name
+        assert _finite(row["max_score_diff_vs_fp32"]), name
+    # 48 prompts: 6 forwards in batches of 8, 1 of 256, 1 through cache_prompts (128 on CPU).
+    assert methods["update-batches"]["text_forwards"] == 6
+    assert methods["cache-unsorted"]["text_forwards"] == 1
+    assert methods["cache-prompts"]["text_forwards"] == 1
+    assert report["token_lengths"]["max"] > 2 * report["token_lengths"]["min"]  # a mixed-length library
+    assert "| cache-prompts |" in completed.stdout
