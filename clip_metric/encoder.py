@@ -29,6 +29,7 @@ from clip_metric.precision import (
     resolve_precision,
     weight_dtype,
 )
+from clip_metric.rng import preserved_rng
 
 log = logging.getLogger("clip_metric")
 
@@ -52,11 +53,9 @@ def _embedding(output: Any) -> Tensor:
 
 
 def _load_pretrained(name_or_path: str, **model_kwargs: Any) -> tuple[Any, Any, Any]:
-    import transformers
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    model_kwargs.setdefault(dtype_key, torch.float32)
+    model_kwargs.setdefault("dtype", torch.float32)
     # Where and which version to load from applies to all three parts alike.
     shared = {k: model_kwargs[k] for k in _SHARED_LOAD_KWARGS if k in model_kwargs}
     try:
@@ -98,7 +97,7 @@ class ClipEncoder:
     """A frozen CLIP-family model with its tokenizer and image preprocessing.
 
     Works with any model that has ``get_image_features`` and ``get_text_features``
-    (``CLIPModel``, ``SiglipModel``, ...), on transformers 4.4x and 5.x.
+    (``CLIPModel``, ``SiglipModel``, ...), on transformers 4.57+ and 5.x.
 
     Args:
         model: the loaded model.
@@ -147,6 +146,11 @@ class ClipEncoder:
         self.attention_policy = attention_policy
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
+        # Tokenising once and padding the ids is deliberate (it keeps the end-of-text token of cut
+        # prompts); transformers 4.x would warn that padding after tokenising is slower.
+        shown = getattr(tokenizer, "deprecation_warnings", None)
+        if isinstance(shown, dict):
+            shown.setdefault("Asking-to-pad-a-fast-tokenizer", True)
         self.transform = (
             ImageTransform.from_image_processor(image_processor)
             if image_processor is not None
@@ -187,7 +191,10 @@ class ClipEncoder:
             OSError: if the model cannot be loaded, with how to get it (offline machines need a
                 local directory or a model downloaded while online).
         """
-        model, tokenizer, image_processor = _load_pretrained(os.fspath(name_or_path), **model_kwargs)
+        # transformers 4.x initialises weights with the global generators before loading them:
+        # loading a metric must not shift a training run's random stream.
+        with preserved_rng():
+            model, tokenizer, image_processor = _load_pretrained(os.fspath(name_or_path), **model_kwargs)
         encoder = cls(
             model,
             tokenizer,

@@ -225,3 +225,13 @@ def test_cache_prompts_skips_cached_prompts_and_checks_batch_size(tiny_clip_dir)
     assert encoder.text_forward_count == 2
     with pytest.raises(ValueError, match="Expected `batch_size` to be a positive int but got 0"):
         encoder.cache_prompts(PROMPTS, batch_size=0)
+
+
+def test_loading_leaves_the_global_generators_alone(tiny_clip_dir):
+    # Some transformers versions initialise weights from the global generators before loading:
+    # a metric built inside a training script must not shift the run's random stream.
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    ClipEncoder.from_pretrained(tiny_clip_dir)
+    assert torch.equal(torch.rand(4), expected)
