@@ -6,6 +6,7 @@ They are saved with ``save_pretrained`` to a temporary directory so the real loa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ import torch
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "clip_metric" / "assets" / "tiny-clip"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ddp_port():
+    """Each test's multi-process launch picks its own free port.
+
+    Lightning's launchers write MASTER_PORT into this process's environment and later launches
+    reuse it, so a second process group could try a port the previous one still holds.
+    """
+    yield
+    os.environ.pop("MASTER_PORT", None)
 
 
 # A 2-layer, 32-wide CLIP text tower over the real vocabulary and special tokens.
