@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
 
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    bt.quiet_transformers()
     spec = bt.SPECS[args.model]
     workdir = Path(tempfile.mkdtemp(prefix="clip-candidates-"))
     try:

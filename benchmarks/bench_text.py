@@ -38,7 +38,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,14 +79,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     n_prompts = args.prompts or (4096 if device.type == "cuda" else 1024)
 
-    import transformers
     from transformers import AutoTokenizer, CLIPModel
 
     from clip_metric import ClipEncoder
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    bt.quiet_transformers()
     spec = bt.SPECS[args.model]
     workdir = Path(tempfile.mkdtemp(prefix="clip-text-bench-"))
     try:

@@ -1082,6 +1082,15 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- CLI
+def quiet_transformers() -> None:
+    """No transformers warnings, progress bars or FutureWarnings in a benchmark's output."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -1170,11 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_transformers()
 
     report: dict[str, Any] = {
         "environment": environment(device),

@@ -27,9 +27,14 @@ SCORED_METHODS = {"ours-default", "ours-fp32", "torchmetrics", "per-image"}
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    out = tmp_path_factory.mktemp("bench") / "tiny.json"
+    return run_script(SCRIPT, tmp_path_factory.mktemp("bench"), "--tiny")
+
+
+def run_script(script: Path, out_dir: Path, *args: str) -> tuple[dict, str]:
+    """Run a benchmark script on the CPU; its JSON report and what it printed."""
+    out = out_dir / f"{script.stem}.json"
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--json", str(out)],
+        [sys.executable, str(script), "--device", "cpu", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -126,33 +131,14 @@ def test_environment_is_recorded(tiny_run: tuple[dict, str]) -> None:
 
 
 def test_candidates_script_reports_finite_figures(tmp_path: Path) -> None:
-    out = tmp_path / "candidates.json"
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_candidates.py"), "--device", "cpu", "--model", "tiny",
-         "--repeats", "1", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    report = json.loads(out.read_text())
+    report, _ = run_script(ROOT / "benchmarks" / "bench_candidates.py", tmp_path, "--model", "tiny", "--repeats", "1")
     for section in ("image_tower_ms_per_batch", "text_tower_ms_per_batch", "preprocess_ms_per_batch",
                     "tokenize_ms_per_batch", "image_tower_max_score_diff", "preprocess_max_score_diff_vs_hf_processor"):
         assert report[section] and all(_finite(v) for v in report[section].values()), section
 
 
 def test_text_benchmark_reports_every_batching(tmp_path: Path) -> None:
-    out = tmp_path / "text.json"
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_text.py"), "--tiny", "--device", "cpu", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    report = json.loads(out.read_text())
+    report, stdout = run_script(ROOT / "benchmarks" / "bench_text.py", tmp_path, "--tiny")
     methods = report["methods"]
     assert set(methods) == {"torchmetrics-text", "update-batches", "cache-unsorted", "cache-prompts"}
     for name, row in methods.items():
@@ -163,4 +149,4 @@ def test_text_benchmark_reports_every_batching(tmp_path: Path) -> None:
     assert methods["cache-unsorted"]["text_forwards"] == 1
     assert methods["cache-prompts"]["text_forwards"] == 1
     assert report["token_lengths"]["max"] > 2 * report["token_lengths"]["min"]  # a mixed-length library
-    assert "| cache-prompts |" in completed.stdout
+    assert "| cache-prompts |" in stdout
