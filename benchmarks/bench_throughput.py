@@ -1206,7 +1206,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "Up-front scenario: the same new prompts as the fresh scenario, scored by ours through separate "
             "encoders whose caches hold no earlier prompts; ClipEncoder.cache_prompts (one tokenizer call, "
             "prompts grouped by token length, text-tower batches of 128 on CPU and 256 on CUDA) is timed as "
-            "part of the pass.",
+            "part of the pass. With batch interleaving it runs before the lockstep loop, each method's "
+            "up-front encoding in turn, so it is not shielded from load bursts as the batches are.",
             "Score differences are of cosines (torchmetrics' scale is 100x). 'HF fp32' is the torchmetrics "
             "path: Hugging Face CLIPProcessor + fp32 model. 'x peer' is images/s over the peer's images/s; "
             "'time / floor' is time per image over the floor's time per image.",

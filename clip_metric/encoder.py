@@ -314,7 +314,8 @@ class ClipEncoder:
         CLIP pools on the end-of-text token, so an over-long prompt keeps its last token; such
         prompts are counted in ``truncated_prompt_count`` and logged.
         """
-        ids = self.tokenizer(list(prompts), verbose=False)["input_ids"]
+        prompts = check_prompts(prompts)
+        ids = self.tokenizer(prompts, verbose=False)["input_ids"]
         too_long = [i for i, row in enumerate(ids) if len(row) > self.context_length]
         if too_long:
             self.truncated_prompt_count += len(too_long)
@@ -373,16 +374,22 @@ class ClipEncoder:
         """
         if batch_size is None:
             batch_size = 128 if self.device.type == "cpu" else 256
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Expected `batch_size` to be a positive int but got {batch_size!r}")
         unique = list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size]
-        missing = [p for p in unique if p not in self._text_cache]
+        missing = []
+        for prompt in unique:
+            if prompt in self._text_cache:
+                self._text_cache.move_to_end(prompt)  # requested now: not the next to be dropped
+            else:
+                missing.append(prompt)
         if missing:
             self._store(missing, self._encode_uncached(missing, batch_size))
 
     def _store(self, prompts: list[str], embeddings: Tensor) -> None:
         for prompt, embedding in zip(prompts, embeddings):
-            self._text_cache[prompt] = embedding
+            # A copy: a view would keep its whole text batch alive until every row is dropped.
+            self._text_cache[prompt] = embedding.clone()
         while len(self._text_cache) > self.text_cache_size:
             self._text_cache.popitem(last=False)
 

@@ -11,6 +11,6 @@ VENV=${VENV:-.venv}
 python -m pip install -q --upgrade pip
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-# shellcheck disable=SC2086 # EXTRA_REQUIREMENTS is a list of requirements
-python -m pip install -q -e ".[dev]" ${EXTRA_REQUIREMENTS:-}
+read -ra extra <<< "${EXTRA_REQUIREMENTS:-}"
+python -m pip install -q -e ".[dev]" ${extra[@]+"${extra[@]}"}
 python -m pytest -q "$@"

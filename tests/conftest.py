@@ -24,8 +24,12 @@ def _fresh_ddp_port():
     Lightning's launchers write MASTER_PORT into this process's environment and later launches
     reuse it, so a second process group could try a port the previous one still holds.
     """
+    before = os.environ.get("MASTER_PORT")
     yield
-    os.environ.pop("MASTER_PORT", None)
+    if before is None:
+        os.environ.pop("MASTER_PORT", None)
+    else:
+        os.environ["MASTER_PORT"] = before
 
 
 # A 2-layer, 32-wide CLIP text tower over the real vocabulary and special tokens.

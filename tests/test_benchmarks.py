@@ -27,7 +27,8 @@ SCORED_METHODS = {"ours-default", "ours-fp32", "torchmetrics", "per-image"}
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    return run_script(SCRIPT, tmp_path_factory.mktemp("bench"), "--tiny")
+    # Batches of 2 for 4 images: two updates per pass, so encoding up front differs from per update.
+    return run_script(SCRIPT, tmp_path_factory.mktemp("bench"), "--tiny", "--batch-size", "2")
 
 
 def run_script(script: Path, out_dir: Path, *args: str) -> tuple[dict, str]:
@@ -95,13 +96,15 @@ def test_second_pass_of_a_repeated_library_runs_no_text_forward(tiny_run: tuple[
 
 
 def test_upfront_scenario_encodes_each_pass_in_one_text_batch(tiny_run: tuple[dict, str]) -> None:
-    # 4 new prompts per pass in batches of 8 per update: fresh runs 1 forward per update, the
+    # 4 new prompts per pass in batches of 2 per update: fresh runs 1 forward per update, the
     # up-front path 1 per cache_prompts batch; both score the same prompts as torchmetrics.
     report, _ = tiny_run
     scenarios = report["models"]["tiny"]["scenarios"]
+    repeats = report["settings"]["repeats"]
     for key in ("ours-default", "ours-fp32"):
+        assert scenarios["fresh"][key]["text_forwards_per_pass"] == [2] * repeats
         upfront = scenarios["upfront"][key]
-        assert upfront["text_forwards_per_pass"] == [1] * report["settings"]["repeats"]
+        assert upfront["text_forwards_per_pass"] == [1] * repeats
         assert not upfront["shared_across_scenarios"]
         assert _finite(upfront["max_abs_diff_vs_hf_fp32"])
     assert scenarios["upfront"]["torchmetrics"]["shared_across_scenarios"]
@@ -140,13 +143,14 @@ def test_candidates_script_reports_finite_figures(tmp_path: Path) -> None:
 def test_text_benchmark_reports_every_batching(tmp_path: Path) -> None:
     report, stdout = run_script(ROOT / "benchmarks" / "bench_text.py", tmp_path, "--tiny")
     methods = report["methods"]
-    assert set(methods) == {"torchmetrics-text", "update-batches", "cache-unsorted", "cache-prompts"}
+    assert set(methods) == {"torchmetrics-text", "update-batches", "cache-256-unsorted", "cache-unsorted", "cache-prompts"}
     for name, row in methods.items():
         assert _finite(row["ms_per_prompt"]) and row["ms_per_prompt"] > 0, name
         assert _finite(row["max_score_diff_vs_fp32"]), name
-    # 48 prompts: 6 forwards in batches of 8, 1 of 256, 1 through cache_prompts (128 on CPU).
-    assert methods["update-batches"]["text_forwards"] == 6
-    assert methods["cache-unsorted"]["text_forwards"] == 1
-    assert methods["cache-prompts"]["text_forwards"] == 1
+    # 160 prompts: 20 forwards in batches of 8, 1 of 256, 2 of 128 (cache_prompts' CPU default).
+    assert methods["update-batches"]["text_forwards"] == 20
+    assert methods["cache-256-unsorted"]["text_forwards"] == 1
+    assert methods["cache-unsorted"]["text_forwards"] == 2
+    assert methods["cache-prompts"]["text_forwards"] == 2
     assert report["token_lengths"]["max"] > 2 * report["token_lengths"]["min"]  # a mixed-length library
     assert "| cache-prompts |" in stdout

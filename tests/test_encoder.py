@@ -219,17 +219,35 @@ def test_cache_prompts_groups_prompts_of_similar_length(tiny_clip_dir):
 def test_cache_prompts_skips_cached_prompts_and_checks_batch_size(tiny_clip_dir):
     encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
     encoder.encode_texts(PROMPTS[:2])
+    rows = []
+    hook = encoder.model.text_model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     encoder.cache_prompts(PROMPTS)
-    assert encoder.text_forward_count == 2 and encoder.text_cache_len == len(PROMPTS)
+    assert rows == [len(PROMPTS) - 2] and encoder.text_cache_len == len(PROMPTS)
     encoder.cache_prompts(PROMPTS)
-    assert encoder.text_forward_count == 2
-    with pytest.raises(ValueError, match="Expected `batch_size` to be a positive int but got 0"):
-        encoder.cache_prompts(PROMPTS, batch_size=0)
+    hook.remove()
+    assert rows == [len(PROMPTS) - 2]
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match="Expected `batch_size` to be a positive int"):
+            encoder.cache_prompts(PROMPTS, batch_size=bad)
+
+
+def test_cache_prompts_keeps_the_prompts_it_was_given(tiny_clip_dir):
+    # A full cache drops its least recently used prompts, never the ones requested now.
+    encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32", text_cache_size=4)
+    encoder.encode_texts(PROMPTS[:4])
+    encoder.cache_prompts([PROMPTS[0], PROMPTS[4], PROMPTS[5]])
+    forwards = encoder.text_forward_count
+    encoder.encode_texts([PROMPTS[0], PROMPTS[4], PROMPTS[5]])
+    assert encoder.text_forward_count == forwards
+    assert encoder.text_cache_len == 4
 
 
 def test_loading_leaves_the_global_generators_alone(tiny_clip_dir):
-    # Some transformers versions initialise weights from the global generators before loading:
-    # a metric built inside a training script must not shift the run's random stream.
+    # transformers 4.x initialises weights from the global generators before loading them (5.x
+    # does not): a metric built inside a training script must not shift the run's random stream.
+    # CI runs the suite on both.
     torch.manual_seed(0)
     expected = torch.rand(4)
     torch.manual_seed(0)
