@@ -295,18 +295,27 @@ class ClipEncoder:
             ValueError: for a non-list, an empty list, non-string or empty prompts.
         """
         prompts = check_prompts(prompts)
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
-        fresh = dict(zip(missing, self._encode_uncached(missing))) if missing else {}
-        embeddings = []
+        fresh = self._encode_missing(prompts)
+        # A fresh embedding may already be out of a small cache: read it from `fresh` first.
+        return torch.stack([fresh[p] if p in fresh else self._text_cache[p] for p in prompts])
+
+    def _encode_missing(self, prompts: list[str], batch_size: int | None = None) -> dict[str, Tensor]:
+        """Mark cached prompts as just used, encode and cache the others; the new embeddings."""
+        missing: dict[str, None] = {}
         for prompt in prompts:
             if prompt in self._text_cache:
-                self._text_cache.move_to_end(prompt)
-                embeddings.append(self._text_cache[prompt])
+                self._text_cache.move_to_end(prompt)  # requested now: not the next to be dropped
             else:
-                embeddings.append(fresh[prompt])
-        if fresh:
-            self._store(missing, [fresh[p] for p in missing])
-        return torch.stack(embeddings)
+                missing[prompt] = None
+        if not missing:
+            return {}
+        fresh = dict(zip(missing, self._encode_uncached(list(missing), batch_size)))
+        for prompt, embedding in fresh.items():
+            # A copy: a view would keep its whole text batch alive until every row is dropped.
+            self._text_cache[prompt] = embedding.clone()
+        while len(self._text_cache) > self.text_cache_size:
+            self._text_cache.popitem(last=False)
+        return fresh
 
     def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids per prompt, cut to the model's context keeping the end-of-text token.
@@ -376,22 +385,7 @@ class ClipEncoder:
             batch_size = 128 if self.device.type == "cpu" else 256
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Expected `batch_size` to be a positive int but got {batch_size!r}")
-        unique = list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size]
-        missing = []
-        for prompt in unique:
-            if prompt in self._text_cache:
-                self._text_cache.move_to_end(prompt)  # requested now: not the next to be dropped
-            else:
-                missing.append(prompt)
-        if missing:
-            self._store(missing, self._encode_uncached(missing, batch_size))
-
-    def _store(self, prompts: list[str], embeddings: Tensor) -> None:
-        for prompt, embedding in zip(prompts, embeddings):
-            # A copy: a view would keep its whole text batch alive until every row is dropped.
-            self._text_cache[prompt] = embedding.clone()
-        while len(self._text_cache) > self.text_cache_size:
-            self._text_cache.popitem(last=False)
+        self._encode_missing(list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size], batch_size)
 
     def clear_text_cache(self) -> None:
         self._text_cache.clear()
