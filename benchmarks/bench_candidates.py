@@ -35,7 +35,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_throughput as bt  # noqa: E402
 import torch  # noqa: E402
@@ -79,7 +78,7 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
     from transformers import AutoImageProcessor, AutoModel
 
     from clip_metric import ClipEncoder, ClipScore
-    from clip_metric.precision import autocast_context
+    from clip_metric.utilities.precision import autocast_context
 
     model_dir = bt.build_model_dir(spec, workdir / spec.key)
     encoder = ClipEncoder.from_pretrained(str(model_dir), precision="auto", device=device)

@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_throughput as bt  # noqa: E402
 import torch  # noqa: E402

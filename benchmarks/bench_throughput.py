@@ -59,17 +59,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # benchmark the working tree's package
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-TOKENIZER_DIR = ROOT / "clip_metric" / "assets" / "tiny-clip"
-OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+from clip_metric.testing import ARCHITECTURES, CLIPArchitecture, build_clip
 MIB = 1024.0 * 1024.0
 
 ADAPTER_NOTE = (
@@ -98,57 +92,27 @@ FLOOR_NOTE = (
 @dataclass(frozen=True)
 class ModelSpec:
     key: str
-    name: str
-    reference: str  # the released checkpoint whose architecture is reproduced
-    image_size: int
-    patch_size: int
-    vision: tuple[int, int, int]  # width, layers, heads
-    text: tuple[int, int, int]
-    projection: int
+    architecture: CLIPArchitecture
+
+    @property
+    def name(self) -> str:
+        return self.architecture.name
+
+    @property
+    def reference(self) -> str:
+        return self.architecture.reference
+
+    @property
+    def image_size(self) -> int:
+        return self.architecture.image_size
 
 
-SPECS = {
-    "b32": ModelSpec("b32", "ViT-B/32", "openai/clip-vit-base-patch32", 224, 32, (768, 12, 12), (512, 12, 8), 512),
-    "l14-336": ModelSpec(
-        "l14-336", "ViT-L/14-336", "openai/clip-vit-large-patch14-336", 336, 14, (1024, 24, 16), (768, 12, 12), 768
-    ),
-    "tiny": ModelSpec("tiny", "tiny (2 layers)", "none (plumbing check)", 32, 8, (32, 2, 4), (32, 2, 4), 32),
-}
+SPECS = {key: ModelSpec(key, architecture) for key, architecture in ARCHITECTURES.items()}
 
 
 def build_model_dir(spec: ModelSpec, out_dir: Path, seed: int = 0) -> Path:
     """Save a random-weight CLIPModel of ``spec`` with the real tokenizer and a CLIP image processor."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
-
-    def tower(width: int, layers: int, heads: int) -> dict[str, Any]:
-        return dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=heads)
-
-    config = CLIPConfig(
-        text_config=dict(
-            **tower(*spec.text),
-            vocab_size=49408,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        ),
-        vision_config=dict(**tower(*spec.vision), image_size=spec.image_size, patch_size=spec.patch_size),
-        projection_dim=spec.projection,
-    )
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(out_dir)
-    del model
-    CLIPTokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(out_dir)
-    CLIPImageProcessor(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
-        do_center_crop=True,
-        image_mean=OPENAI_CLIP_MEAN,
-        image_std=OPENAI_CLIP_STD,
-        resample=3,  # bicubic
-    ).save_pretrained(out_dir)
-    return out_dir
+    return build_clip(out_dir, spec.architecture, seed=seed)
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -780,7 +744,7 @@ def breakdown(method: Ours, images: list[Tensor], args: argparse.Namespace, devi
     synchronised components cannot.
     """
     from clip_metric import ClipScore
-    from clip_metric.precision import weight_dtype
+    from clip_metric.utilities.precision import weight_dtype
 
     encoder = method.encoder
     parts = ["preprocess", "tokenize", "text tower", "image tower"]
@@ -1032,9 +996,12 @@ def _package_hash() -> str:
     """A short hash of the benchmarked package's Python sources (which revision was measured)."""
     import hashlib
 
+    import clip_metric
+
+    root = Path(clip_metric.__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "clip_metric").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

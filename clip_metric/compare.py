@@ -1,7 +1,7 @@
 """Compare training runs by their saved per-prompt CLIP scores, with honest intervals.
 
-``ClipScoreCallback`` writes one ``clip_scores/step-XXXXXXXX.jsonl`` per evaluation (prompt id,
-prompt, seed, score, step). Two runs evaluated on the same prompts and seeds can be compared
+``ClipScoreCallback`` writes one ``clip_scores/step-XXXXXXXX.jsonl`` per evaluation, in the
+schema of :mod:`clip_metric.records`. Two runs evaluated on the same prompts and seeds can be compared
 *paired*: the difference of means is the mean of per-prompt differences, and a bootstrap over
 prompts gives its 95% interval. That is what tells whether ``.33`` against ``.36`` is signal or
 the noise of a finite prompt set.
@@ -9,7 +9,6 @@ the noise of a finite prompt set.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from clip_metric.callback import SCORES_DIRNAME
+from clip_metric.records import read_scores
+from clip_metric.utilities.constants import SCORES_DIRNAME
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Evaluation:
 
     step: int
     path: Path
-    keys: tuple[tuple[str, int], ...]
+    keys: tuple[tuple[str, str, int | None], ...]
     scores: np.ndarray
 
     @property
@@ -59,26 +59,18 @@ def _z(level: float) -> float:
 
 
 def read_scores_file(path: str | os.PathLike) -> Evaluation:
-    """Read one ``step-*.jsonl`` file.
+    """Read one score file (see :mod:`clip_metric.records`) as an :class:`Evaluation`.
 
     Raises:
-        ValueError: for a malformed line, naming the file and line.
+        ValueError: for a malformed or incomplete file, naming the file and line.
     """
-    path = Path(path)
-    keys, scores, step = [], [], None
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            keys.append((str(row["prompt"]), int(row["seed"])))
-            scores.append(float(row["score"]))
-            step = int(row["step"]) if step is None else step
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}, line {number}: not a per-prompt score row ({err})") from None
+    scores = read_scores(path)
+    step = scores.step
     if step is None:
-        step = int(path.stem.split("-")[-1])
-    return Evaluation(step, path, tuple(keys), np.asarray(scores, dtype=np.float64))
+        raise ValueError(f"{scores.path}: the header records no training step")
+    keys = tuple(record.key for record in scores.records)
+    values = np.asarray([record.score for record in scores.records], dtype=np.float64)
+    return Evaluation(step, scores.path, keys, values)
 
 
 def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
@@ -118,15 +110,15 @@ class PairedDifference:
 def paired_difference(
     a: Evaluation, b: Evaluation, *, n_boot: int = 5000, level: float = 0.95, seed: int = 0
 ) -> PairedDifference:
-    """Mean of per-prompt differences ``b - a`` on shared (prompt, seed) pairs, bootstrapped.
+    """Mean of per-prompt differences ``b - a`` on shared (prompt id, prompt, seed) rows, bootstrapped.
 
     Raises:
-        ValueError: if the evaluations share no (prompt, seed) pair.
+        ValueError: if the evaluations share no (prompt id, prompt, seed) row.
 
     Example:
         >>> import numpy as np
         >>> from pathlib import Path
-        >>> keys = tuple((f"p{i}", i) for i in range(50))
+        >>> keys = tuple((f"id{i}", f"p{i}", i) for i in range(50))
         >>> a = Evaluation(1, Path("a"), keys, np.full(50, 0.30))
         >>> b = Evaluation(1, Path("b"), keys, np.full(50, 0.30) + np.linspace(0.01, 0.03, 50))
         >>> result = paired_difference(a, b)
@@ -136,7 +128,7 @@ def paired_difference(
     index_a = {key: i for i, key in enumerate(a.keys)}
     shared = [(index_a[key], j) for j, key in enumerate(b.keys) if key in index_a]
     if not shared:
-        raise ValueError(f"{a.path} and {b.path} share no (prompt, seed) pair: they cannot be compared paired")
+        raise ValueError(f"{a.path} and {b.path} share no (prompt id, prompt, seed) row: they cannot be compared paired")
     ia, ib = (np.asarray(x) for x in zip(*shared))
     diffs = b.scores[ib] - a.scores[ia]
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import OrderedDict
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -21,7 +21,10 @@ from torch import Tensor
 
 from clip_metric.attention import AttentionPolicy, check_attention, restored_attention
 from clip_metric.images import ImageTransform, standardize_images
-from clip_metric.precision import (
+from clip_metric.text import EmbeddingCache, check_prompts, length_grouped_batches, truncate_token_ids
+from clip_metric.utilities.checks import check_non_negative_int, check_positive_int
+from clip_metric.utilities.constants import DEFAULT_MODEL
+from clip_metric.utilities.precision import (
     HALF_DTYPES,
     autocast_context,
     cast_matmul_weights,
@@ -29,11 +32,9 @@ from clip_metric.precision import (
     resolve_precision,
     weight_dtype,
 )
-from clip_metric.rng import preserved_rng
+from clip_metric.utilities.rng import preserved_rng
 
 log = logging.getLogger("clip_metric")
-
-DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
 # Models that were trained on text padded to the full context and pool the last position.
 _PAD_TO_MAX_LENGTH = ("siglip", "siglip2")
 _SHARED_LOAD_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "subfolder")
@@ -52,18 +53,63 @@ def _embedding(output: Any) -> Tensor:
     raise TypeError(f"Cannot find an embedding in the model output of type {type(output).__name__}")
 
 
-def _load_pretrained(name_or_path: str, **model_kwargs: Any) -> tuple[Any, Any, Any]:
+def _looks_like_path(name: str) -> bool:
+    """Whether a model name can only be a local path (a hub id is ``name`` or ``namespace/name``)."""
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or os.path.exists(name)
+    )
+
+
+def _check_local(name: str) -> None:
+    path = os.path.expanduser(name)
+    if not os.path.exists(path):
+        raise OSError(f"Could not load the CLIP model {name!r}: no such directory")
+    if not os.path.isdir(path):
+        raise OSError(
+            f"Could not load the CLIP model {name!r}: it is a file, not a model directory (one saved with "
+            "`save_pretrained`: config.json, weights, tokenizer and preprocessor files)"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Any:
+    """Hide transformers' loading bars and messages for the block, then put its settings back."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_pretrained(name_or_path: str, quiet: bool = False, **model_kwargs: Any) -> tuple[Any, Any, Any]:
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError(f"Expected a hub id or a local directory but got {name_or_path!r}")
+    local = _looks_like_path(name_or_path)
+    if local:
+        _check_local(name_or_path)
+        name_or_path = os.path.expanduser(name_or_path)
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     model_kwargs.setdefault("dtype", torch.float32)
     # Where and which version to load from applies to all three parts alike.
     shared = {k: model_kwargs[k] for k in _SHARED_LOAD_KWARGS if k in model_kwargs}
     try:
-        model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **shared)
-        image_processor = AutoImageProcessor.from_pretrained(name_or_path, **shared)
+        with _quiet_transformers() if quiet else contextlib.nullcontext():
+            model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, **shared)
+            image_processor = AutoImageProcessor.from_pretrained(name_or_path, **shared)
     except (OSError, ValueError) as err:
-        local = os.path.isdir(name_or_path)
         hint = (
             "the directory must hold a model, tokenizer and image processor saved with `save_pretrained`"
             if local
@@ -117,7 +163,7 @@ class ClipEncoder:
         ValueError: for an unknown precision or attention policy, or a bad cache size.
 
     Example:
-        >>> from clip_metric.embedded import embedded_model_path
+        >>> from clip_metric.demos import embedded_model_path
         >>> encoder = ClipEncoder.from_pretrained(embedded_model_path(), precision="32")
         >>> encoder.encode_texts(["a red circle on a blue background"]).shape[0]
         1
@@ -138,8 +184,7 @@ class ClipEncoder:
                 raise TypeError(
                     f"Expected a CLIP-family model with `{method}` but got {type(model).__name__}"
                 )
-        if not isinstance(text_cache_size, int) or text_cache_size < 0:
-            raise ValueError(f"Expected `text_cache_size` to be a non-negative int but got {text_cache_size!r}")
+        check_non_negative_int("text_cache_size", text_cache_size)
         self.precision = check_precision(precision)
         for finding in check_attention(attention_policy):
             log.info("CLIP scoring runs with torch's original attention: %s (%s)", finding.detail, finding.source)
@@ -162,13 +207,14 @@ class ClipEncoder:
         limits = [getattr(text_config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
         self.context_length = min(int(n) for n in limits if n is not None and n < 1_000_000)
         self.text_cache_size = text_cache_size
-        self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._text_cache = EmbeddingCache(text_cache_size)
         self._active_precision = ""
         self._apply_precision()
         # Counters users and benchmarks can read.
         self.text_forward_count = 0
         self.image_forward_count = 0
         self.truncated_prompt_count = 0
+        self._warned_truncation = False
 
     @classmethod
     def from_pretrained(
@@ -179,9 +225,14 @@ class ClipEncoder:
         precision: str = "auto",
         attention_policy: AttentionPolicy = "restore",
         text_cache_size: int = 100_000,
+        quiet: bool = False,
         **model_kwargs: Any,
     ) -> ClipEncoder:
         """Load a model, tokenizer and image processor by hub id or local directory.
+
+        A name that can only be a path (absolute, starting with ``.`` or ``~``, or existing on
+        disk) is loaded as a local directory, and a missing one is named as missing. ``quiet``
+        hides transformers' loading bars and messages (other ranks of a multi-process run).
 
         ``model_kwargs`` go to ``AutoModel.from_pretrained``; of them ``revision``, ``cache_dir``,
         ``local_files_only``, ``token``, ``trust_remote_code`` and ``subfolder`` also go to the
@@ -194,7 +245,7 @@ class ClipEncoder:
         # transformers 4.x initialises weights with the global generators before loading them:
         # loading a metric must not shift a training run's random stream.
         with preserved_rng():
-            model, tokenizer, image_processor = _load_pretrained(os.fspath(name_or_path), **model_kwargs)
+            model, tokenizer, image_processor = _load_pretrained(os.fspath(name_or_path), quiet, **model_kwargs)
         encoder = cls(
             model,
             tokenizer,
@@ -222,6 +273,12 @@ class ClipEncoder:
             if processor is not None:
                 raise ValueError("`processor` is only for preloaded models; a path or hub id brings its own")
             return cls.from_pretrained(source, **kwargs)
+        if not all(callable(getattr(source, m, None)) for m in ("get_image_features", "get_text_features")):
+            raise ValueError(
+                "Expected a hub id, a local directory, a ClipEncoder or a CLIP-family model (with "
+                f"`get_image_features` and `get_text_features`) but got {type(source).__name__}: {source!r}"[:300]
+            )
+        kwargs.pop("quiet", None)  # nothing is loaded
         tokenizer, image_processor = _split_processor(processor)
         return cls(source, tokenizer, image_processor, **kwargs)
 
@@ -235,7 +292,7 @@ class ClipEncoder:
         device = torch.device(device)
         if device != self.device:
             self.model.to(device)
-            self._text_cache = OrderedDict((k, v.to(device)) for k, v in self._text_cache.items())
+            self._text_cache.to(device)
             self._apply_precision()
         return self
 
@@ -301,20 +358,11 @@ class ClipEncoder:
 
     def _encode_missing(self, prompts: list[str], batch_size: int | None = None) -> dict[str, Tensor]:
         """Mark cached prompts as just used, encode and cache the others; the new embeddings."""
-        missing: dict[str, None] = {}
-        for prompt in prompts:
-            if prompt in self._text_cache:
-                self._text_cache.move_to_end(prompt)  # requested now: not the next to be dropped
-            else:
-                missing[prompt] = None
+        missing = self._text_cache.missing(prompts)
         if not missing:
             return {}
-        fresh = dict(zip(missing, self._encode_uncached(list(missing), batch_size)))
-        for prompt, embedding in fresh.items():
-            # A copy: a view would keep its whole text batch alive until every row is dropped.
-            self._text_cache[prompt] = embedding.clone()
-        while len(self._text_cache) > self.text_cache_size:
-            self._text_cache.popitem(last=False)
+        fresh = dict(zip(missing, self._encode_uncached(missing, batch_size)))
+        self._text_cache.put(fresh)
         return fresh
 
     def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
@@ -325,21 +373,17 @@ class ClipEncoder:
         """
         prompts = check_prompts(prompts)
         ids = self.tokenizer(prompts, verbose=False)["input_ids"]
-        too_long = [i for i, row in enumerate(ids) if len(row) > self.context_length]
-        if too_long:
-            self.truncated_prompt_count += len(too_long)
-            log.warning(
-                "%d prompt(s) longer than the model's %d-token context were truncated (end-of-text token "
-                "kept), e.g. %r",
-                len(too_long),
-                self.context_length,
-                prompts[too_long[0]][:80],
+        cut = truncate_token_ids(ids, self.context_length, self.tokenizer.eos_token_id)
+        if cut:
+            self.truncated_prompt_count += len(cut)
+            message = (
+                f"{len(cut)} prompt(s) longer than the model's {self.context_length}-token context were truncated "
+                f"(end-of-text token kept), e.g. {prompts[cut[0]][:80]!r}"
             )
-            ends_with_eos = self.tokenizer.eos_token_id is not None
-            for i in too_long:
-                row = ids[i]
-                keep_last = ends_with_eos and row[-1] == self.tokenizer.eos_token_id
-                ids[i] = row[: self.context_length - 1] + [row[-1]] if keep_last else row[: self.context_length]
+            log.warning(message)
+            if not self._warned_truncation:  # once, as torchmetrics does, so notebooks show it too
+                self._warned_truncation = True
+                warnings.warn(message, UserWarning, stacklevel=3)
         return ids
 
     def text_inputs(self, ids: Sequence[list[int]]) -> dict[str, Tensor]:
@@ -359,12 +403,11 @@ class ClipEncoder:
         if batch_size is None or len(ids) <= batch_size:
             self.text_forward_count += 1
             return self._forward("get_text_features", **self.text_inputs(ids))
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        chunks = []
-        for start in range(0, len(order), batch_size):
+        chunks, order = [], []
+        for chunk in length_grouped_batches([len(row) for row in ids], batch_size):
             self.text_forward_count += 1
-            chunk = order[start : start + batch_size]
             chunks.append(self._forward("get_text_features", **self.text_inputs([ids[i] for i in chunk])))
+            order.extend(chunk)
         embeddings = torch.cat(chunks)
         return embeddings[torch.as_tensor(order, device=embeddings.device).argsort()]
 
@@ -383,8 +426,7 @@ class ClipEncoder:
         """
         if batch_size is None:
             batch_size = 128 if self.device.type == "cpu" else 256
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Expected `batch_size` to be a positive int but got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         self._encode_missing(list(dict.fromkeys(check_prompts(prompts)))[: self.text_cache_size], batch_size)
 
     def clear_text_cache(self) -> None:
@@ -408,20 +450,3 @@ class ClipEncoder:
             )
         text = self.encode_texts(prompts)
         return (self._image_features(pixels) * text).sum(dim=-1).clamp(-1.0, 1.0)
-
-
-def check_prompts(prompts: Any) -> list[str]:
-    """Validate prompts: a non-empty list of non-empty strings (a single string is one prompt)."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not isinstance(prompts, Sequence):
-        raise ValueError(f"Expected prompts as a list of strings but got {type(prompts).__name__}")
-    if len(prompts) == 0:
-        raise ValueError("Expected at least one prompt but got an empty list")
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise ValueError(f"Expected prompt {index} to be a string but got {type(prompt).__name__}: {prompt!r}")
-        if not prompt.strip():
-            raise ValueError(f"Expected prompt {index} to be non-empty but got {prompt!r}")
-    return list(prompts)
-

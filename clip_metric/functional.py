@@ -12,9 +12,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from clip_metric.utilities.checks import check_choice
+from clip_metric.utilities.constants import DEFAULT_PREFIX, STAT_NAMES
+
 ScoreScale = Literal["cosine", "torchmetrics", "clipscore"]
 SCORE_SCALES: tuple[str, ...] = get_args(ScoreScale)
-STAT_NAMES = ("mean", "min", "max", "std", "count")
 
 
 def check_scale(scale: str) -> str:
@@ -22,10 +24,12 @@ def check_scale(scale: str) -> str:
 
     Raises:
         ValueError: if ``scale`` is not one of ``"cosine"``, ``"torchmetrics"``, ``"clipscore"``.
+
+    Example:
+        >>> check_scale("clipscore")
+        'clipscore'
     """
-    if scale not in SCORE_SCALES:
-        raise ValueError(f"Expected `scale` to be one of {SCORE_SCALES} but got {scale!r}")
-    return scale
+    return check_choice("scale", scale, SCORE_SCALES)
 
 
 def cosine_scores(image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
@@ -84,7 +88,7 @@ def scale_scores(cosines: Tensor, scale: str = "cosine") -> Tensor:
 
 
 def stats_from_moments(
-    total: Tensor, total_sq: Tensor, count: Tensor, minimum: Tensor, maximum: Tensor, prefix: str = "clip/"
+    total: Tensor, total_sq: Tensor, count: Tensor, minimum: Tensor, maximum: Tensor, prefix: str = DEFAULT_PREFIX
 ) -> dict[str, Tensor]:
     """Summary statistics from accumulated moments (the metric's synced states).
 
@@ -108,7 +112,7 @@ def stats_from_moments(
     return out
 
 
-def summarize_scores(scores: Tensor, prefix: str = "clip/") -> dict[str, Tensor]:
+def summarize_scores(scores: Tensor, prefix: str = DEFAULT_PREFIX) -> dict[str, Tensor]:
     """Mean, min, max, std and count of a 1-D tensor of per-sample scores.
 
     Example:

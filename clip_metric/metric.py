@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities import rank_zero_warn
-from torchmetrics.utilities.data import dim_zero_cat
 
 from clip_metric.attention import AttentionPolicy
-from clip_metric.encoder import DEFAULT_MODEL, ClipEncoder
-from clip_metric.functional import check_scale, cosine_scores, scale_scores, stats_from_moments
+from clip_metric.encoder import ClipEncoder
+from clip_metric.functional import cosine_scores
 from clip_metric.images import check_value_range
+from clip_metric.statistics import ScoreStatistics, check_cosines
+from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX
 
 
 _ENCODER_DEFAULTS = {"precision": "auto", "attention_policy": "restore", "text_cache_size": 100_000}
 
 
-class ClipScore(Metric):
+class ClipScore(ScoreStatistics):
     r"""CLIP score of generated images against their prompts: mean, min, max, std and count.
 
     Each sample's score is the cosine similarity between CLIP's embedding of an image and of its
-    prompt (on the scale chosen by ``scale``). The metric accumulates the sum, sum of squares,
-    count, min and max, which reduce exactly across DDP ranks (``sum``/``sum``/``sum``/``min``/
-    ``max``), so the result does not depend on batch size or on how samples are split over ranks.
+    prompt (on the scale chosen by ``scale``). The statistics are those of
+    :class:`~clip_metric.ScoreStatistics`: sum, sum of squares, count, min and max, which reduce
+    exactly across DDP ranks, so the result does not depend on batch size or on how samples are
+    split over ranks.
 
     The CLIP model is held by a frozen :class:`~clip_metric.ClipEncoder`, loaded once. It is not a
     submodule: it never appears in ``state_dict()`` (of the metric or of a LightningModule that
@@ -62,23 +61,13 @@ class ClipScore(Metric):
     Example:
         >>> import torch
         >>> from clip_metric import ClipScore
-        >>> from clip_metric.embedded import embedded_model_path
+        >>> from clip_metric.demos import embedded_model_path
         >>> metric = ClipScore(embedded_model_path(), precision="32")
         >>> images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
         >>> metric.update(images, ["a red circle on a blue background", "a green square on a white background"])
         >>> sorted(metric.compute())
         ['clip/count', 'clip/max', 'clip/mean', 'clip/min', 'clip/std']
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    total: Tensor
-    total_sq: Tensor
-    count: Tensor
-    minimum: Tensor
-    maximum: Tensor
 
     def __init__(
         self,
@@ -88,19 +77,14 @@ class ClipScore(Metric):
         precision: str = "auto",
         value_range: tuple[float, float] = (0.0, 1.0),
         scale: str = "cosine",
-        prefix: str = "clip/",
+        prefix: str = DEFAULT_PREFIX,
         keep_scores: bool = False,
         attention_policy: AttentionPolicy = "restore",
         text_cache_size: int = 100_000,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.scale = check_scale(scale)
-        if not isinstance(prefix, str):
-            raise ValueError(f"Expected `prefix` to be a string but got {prefix!r}")
-        self.prefix = prefix
+        super().__init__(scale=scale, prefix=prefix, keep_scores=keep_scores, **kwargs)
         self.value_range = check_value_range(value_range)
-        self.keep_scores = bool(keep_scores)
         encoder_kwargs = dict(precision=precision, attention_policy=attention_policy, text_cache_size=text_cache_size)
         if isinstance(model_name_or_path, ClipEncoder):
             changed = {k: v for k, v in encoder_kwargs.items() if v != _ENCODER_DEFAULTS[k]}
@@ -112,15 +96,6 @@ class ClipScore(Metric):
         # Stored outside nn.Module's registry on purpose: no weights in state_dict()/parameters().
         object.__setattr__(self, "_encoder", ClipEncoder.build(model_name_or_path, processor, **encoder_kwargs))
 
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total_sq", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        # A rank that sees no samples contributes its defaults: +inf/-inf leave min/max untouched.
-        self.add_state("minimum", torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
-        self.add_state("maximum", torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")
-        if self.keep_scores:
-            self.add_state("scores", [], dist_reduce_fx="cat")
-            self.add_state("ids", [], dist_reduce_fx="cat")
 
     @property
     def encoder(self) -> ClipEncoder:
@@ -179,67 +154,5 @@ class ClipScore(Metric):
                 raise ValueError("Expected both `image_embeds` and `text_embeds`; one of them is None")
             cosines = cosine_scores(image_embeds, text_embeds)
         else:
-            cosines = torch.as_tensor(scores)
-            if cosines.ndim != 1 or cosines.numel() == 0 or not cosines.is_floating_point():
-                raise ValueError(f"Expected `scores` as a non-empty 1-D float tensor but got shape {tuple(cosines.shape)}")
-            if not torch.isfinite(cosines).all():
-                raise ValueError("Expected finite `scores` but got NaN or Inf")
-        self._accumulate(scale_scores(cosines.detach(), self.scale), ids)
-
-    def _accumulate(self, values: Tensor, ids: Sequence[int] | Tensor | None) -> None:
-        values = values.to(self.total.device, torch.float64)
-        self.total += values.sum()
-        self.total_sq += (values * values).sum()
-        self.count += values.numel()
-        self.minimum = torch.minimum(self.minimum, values.min())
-        self.maximum = torch.maximum(self.maximum, values.max())
-        if self.keep_scores:
-            if ids is None:
-                id_tensor = torch.full((values.numel(),), -1, dtype=torch.long, device=values.device)
-            else:
-                id_tensor = torch.as_tensor(ids, dtype=torch.long, device=values.device).reshape(-1)
-                if id_tensor.numel() != values.numel():
-                    raise ValueError(f"Expected {values.numel()} ids but got {id_tensor.numel()}")
-            self.scores.append(values)
-            self.ids.append(id_tensor)
-        elif ids is not None and len(ids) != values.numel():
-            raise ValueError(f"Expected {values.numel()} ids but got {len(ids)}")
-
-    def _sync_dist(self, *args: Any, **kwargs: Any) -> None:
-        # torchmetrics stands in for an empty list state with an empty tensor of the metric's
-        # float dtype; a rank without samples would then send float32 where the others send
-        # int64/float64 and the gather would fail. Give the stand-ins the right dtypes.
-        if self.keep_scores:
-            if len(self.scores) == 0:
-                self.scores = [torch.zeros(0, dtype=torch.float64, device=self.total.device)]
-            if len(self.ids) == 0:
-                self.ids = [torch.zeros(0, dtype=torch.long, device=self.total.device)]
-        super()._sync_dist(*args, **kwargs)
-
-    def compute(self) -> dict[str, Tensor]:
-        """``{prefix + "mean"|"min"|"max"|"std"|"count"}`` over every sample on every rank.
-
-        With no samples anywhere it warns and returns NaN for the statistics (count 0); all
-        ranks take the same path, so no rank is left waiting in a collective.
-        """
-        if self.count.item() == 0:
-            rank_zero_warn(
-                "ClipScore.compute() found no samples on any rank; returning NaN. Call update() with "
-                "images and prompts first.",
-                UserWarning,
-            )
-        return stats_from_moments(self.total, self.total_sq, self.count, self.minimum, self.maximum, self.prefix)
-
-    def per_sample(self) -> tuple[Tensor, Tensor]:
-        """``(ids, scores)`` of every sample seen (synced across ranks), with ``keep_scores=True``.
-
-        Raises:
-            RuntimeError: if the metric was created without ``keep_scores=True``.
-        """
-        if not self.keep_scores:
-            raise RuntimeError("Per-sample scores are only kept with ClipScore(keep_scores=True)")
-        should_unsync = self._should_unsync
-        with self.sync_context(should_sync=self._to_sync, should_unsync=should_unsync):
-            ids = dim_zero_cat(self.ids) if len(self.ids) else torch.zeros(0, dtype=torch.long)
-            scores = dim_zero_cat(self.scores) if len(self.scores) else torch.zeros(0, dtype=torch.float64)
-        return ids, scores
+            cosines = check_cosines(scores)
+        self._accumulate(cosines, ids)

@@ -12,10 +12,8 @@ The module is pure Python; it does not import torch.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import json
 import os
 import re
@@ -23,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Union
+
+from clip_metric.utilities.readers import iter_jsonl, parse_json, read_table, read_text
 
 __all__ = [
     "BUILTIN_LIBRARY",
@@ -251,70 +251,59 @@ def _from_sequence(builder: _Builder, data: Sequence[Any], where_of: Any) -> Non
         builder.add_entry(entry, f"item-{index}", where_of(index))
 
 
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ValueError(f"cannot read prompt library {path}: {err}") from err
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise ValueError(
-            f"invalid prompt library {path}, line {line}: not valid UTF-8 ({err.reason} at byte {err.start})"
-        ) from err
-
-
-def _line_of_key(text: str, key: str) -> int | None:
-    """Best-effort line number of a top-level JSON key (for error messages)."""
-    for spelling in {json.dumps(key, ensure_ascii=False), json.dumps(key)}:
-        match = re.search(re.escape(spelling) + r"\s*:", text)
-        if match:
-            return text.count("\n", 0, match.start()) + 1
-    return None
-
-
 def _load_txt(path: Path, builder: _Builder) -> None:
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(_parse(path, str.splitlines), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         builder.add(f"line-{number}", stripped, None, f"line {number}")
 
 
+class _KeyLines:
+    """Line numbers of a JSON text's object keys, found in one pass when first needed."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lines: dict[str, int] | None = None
+
+    def where(self, key: Any) -> _LazyWhere:
+        return _LazyWhere(self, key)
+
+    def line(self, key: str) -> int | None:
+        if self._lines is None:
+            self._lines = {}
+            line = 1
+            last = 0
+            for match in _JSON_KEY.finditer(self.text):
+                line += self.text.count("\n", last, match.start())
+                last = match.start()
+                try:
+                    name = json.loads(match.group(1))
+                except ValueError:
+                    continue
+                self._lines.setdefault(name, line)
+        return self._lines.get(key)
+
+
+class _LazyWhere:
+    """``key 'x' (line n)``, worked out only if an error message needs it."""
+
+    def __init__(self, lines: _KeyLines, key: Any) -> None:
+        self.lines, self.key = lines, key
+
+    def __str__(self) -> str:
+        line = self.lines.line(self.key) if isinstance(self.key, str) else None
+        return f"key {self.key!r}" + (f" (line {line})" if line is not None else "")
+
+
+_JSON_KEY = re.compile(r'("(?:[^"\\]|\\.)*")\s*:')
+
+
 def _load_json(path: Path, builder: _Builder) -> None:
-    text = _read_text(path)
-    duplicates: dict[int, str] = {}
-
-    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                duplicates.setdefault(id(result), key)
-            result[key] = value
-        return result
-
-    try:
-        data = json.loads(text, object_pairs_hook=pairs_hook)
-    except json.JSONDecodeError as err:
-        raise builder.origin.error(
-            f"line {err.lineno}, column {err.colno}", f"invalid JSON: {err.msg}"
-        ) from err
-
-    def where_key(key: Any) -> str:
-        line = _line_of_key(text, key) if isinstance(key, str) else None
-        return f"key {key!r}" + (f" (line {line})" if line is not None else "")
-
+    text = read_text(path, "prompt library")
+    data = _parse(path, lambda _: parse_json(text, path), text)
     if isinstance(data, Mapping):
-        if id(data) in duplicates:
-            key = duplicates[id(data)]
-            lines = [
-                text.count("\n", 0, m.start()) + 1
-                for m in re.finditer(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:", text)
-            ]
-            where = f"key {key!r}" + (f" (line {lines[1]})" if len(lines) > 1 else "")
-            raise builder.origin.error(where, f"duplicate id {key!r}")
-        _from_mapping(builder, data, where_key)
+        _from_mapping(builder, data, _KeyLines(text).where)
     elif isinstance(data, list):
         _from_sequence(builder, data, lambda index: f"item {index}")
     else:
@@ -324,15 +313,17 @@ def _load_json(path: Path, builder: _Builder) -> None:
         )
 
 
+def _parse(path: Path, parse: Any, text: str | None = None) -> Any:
+    text = read_text(path, "prompt library") if text is None else text
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise ValueError(f"invalid prompt library {err}") from None
+
+
 def _load_jsonl(path: Path, builder: _Builder) -> None:
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, entry in _parse(path, lambda text: list(iter_jsonl(text, path))):
         where = f"line {number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise builder.origin.error(where, f"invalid JSON: {err.msg} (column {err.colno})") from err
         if not isinstance(entry, Mapping):
             raise builder.origin.error(
                 where, f"each line must be a JSON object, got {type(entry).__name__}: {entry!r}"
@@ -341,38 +332,17 @@ def _load_jsonl(path: Path, builder: _Builder) -> None:
 
 
 def _load_table(path: Path, builder: _Builder, delimiter: str) -> None:
-    text = _read_text(path)
-    # TSV has no quoting convention (fields cannot contain tabs), so quotes inside
-    # prompts such as 'a sign that says "OPEN"' are kept verbatim; CSV uses the
-    # usual double-quote escaping.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    try:
-        header = next(reader, None)
-        while header is not None and not any(cell.strip() for cell in header):
-            header = next(reader, None)
-        if header is None:
-            raise builder.origin.empty()
-        columns = {cell.strip().lower(): index for index, cell in enumerate(header)}
-        if "prompt" not in columns:
-            found = ", ".join(repr(cell) for cell in header)
-            raise builder.origin.error(
-                f"line {reader.line_num}", f"header has no 'Prompt' column (found: {found})"
-            )
-        prompt_col = columns["prompt"]
-        category_col = columns.get("category")
-        row_number = 0
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            row_number += 1
-            where = f"row {row_number} (line {reader.line_num})"
-            if prompt_col >= len(row):
-                raise builder.origin.error(where, "missing 'Prompt' value")
-            category = row[category_col] if category_col is not None and category_col < len(row) else None
-            builder.add(f"row-{row_number}", row[prompt_col], category, where)
-    except csv.Error as err:
-        raise builder.origin.error(f"line {reader.line_num}", f"malformed {path.suffix[1:].upper()}: {err}") from err
+    header, rows = _parse(path, lambda text: read_table(text, path, delimiter))
+    if not header:
+        raise builder.origin.empty()
+    if "prompt" not in (name.lower() for name in header):
+        found = ", ".join(repr(cell) for cell in header)
+        raise builder.origin.error("line 1", f"header has no 'Prompt' column (found: {found})")
+    for row_number, (line, row) in enumerate(rows, start=1):
+        where = f"row {row_number} (line {line})"
+        if "prompt" not in row:
+            raise builder.origin.error(where, "missing 'Prompt' value")
+        builder.add(f"row-{row_number}", row["prompt"], row.get("category"), where)
 
 
 _LOADERS = {
@@ -385,13 +355,11 @@ _LOADERS = {
 
 
 def _load_file(path: Path) -> list[Prompt]:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(
             f"prompt library file not found: {str(path)!r} "
             "(pass a list of strings for in-memory prompts, or True / 'default' for the built-in library)"
         )
-    if not path.is_file():
-        raise ValueError(f"prompt library {path} is not a file")
     suffix = path.suffix.lower()
     loader = _LOADERS.get(suffix)
     if loader is None:

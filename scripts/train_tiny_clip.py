@@ -25,32 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
-from transformers import (  # noqa: E402
-    CLIPConfig,
-    CLIPImageProcessor,
-    CLIPModel,
-    CLIPTextConfig,
-    CLIPTokenizerFast,
-    CLIPVisionConfig,
-)
+from clip_metric.demos import EMBEDDED_MODEL_DIR, shapes
+from clip_metric.testing import OPENAI_CLIP_MEAN as CLIP_MEAN
+from clip_metric.testing import OPENAI_CLIP_STD as CLIP_STD
+from clip_metric.testing import CLIPArchitecture, image_processor
 
-from clip_metric import shapes  # noqa: E402
-
-DEFAULT_OUT = REPO_ROOT / "clip_metric" / "assets" / "tiny-clip"
+DEFAULT_OUT = EMBEDDED_MODEL_DIR
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = 32
 BOS, EOS = 49406, 49407
 # Seed of the held-out evaluation drawings; the training stream uses --seed.
@@ -58,46 +47,12 @@ EVAL_SEED = 10_000
 
 
 def build_config(patch_size: int, vocab_size: int = 49408, bos: int = BOS, eos: int = EOS) -> CLIPConfig:
-    width, layers, heads, mlp = 64, 2, 4, 256
-    text = CLIPTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=width,
-        intermediate_size=mlp,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=77,
-        projection_dim=width,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=eos,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=width,
-        intermediate_size=mlp,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        image_size=IMAGE_SIZE,
-        patch_size=patch_size,
-        num_channels=3,
-        projection_dim=width,
-    )
-    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=width)
+    architecture = CLIPArchitecture("embedded", IMAGE_SIZE, patch_size, (64, 2, 4), (64, 2, 4), 64, mlp_ratio=4)
+    return architecture.config(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
 
 
 def build_image_processor() -> CLIPImageProcessor:
-    return CLIPImageProcessor(
-        do_resize=True,
-        size={"shortest_edge": IMAGE_SIZE},
-        resample=3,  # bicubic
-        do_center_crop=True,
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
-        do_convert_rgb=True,
-    )
+    return image_processor(IMAGE_SIZE)
 
 
 class CaptionTable:

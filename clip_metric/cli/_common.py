@@ -1,0 +1,51 @@
+"""What the sub-commands share: argument types, messages on stderr, the default model note."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from clip_metric.utilities.constants import DEFAULT_MODEL
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as ``error: ...`` with exit code 2."""
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows defaults."""
+
+
+def stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def names(paths: Sequence[Any], limit: int = 20) -> str:
+    shown = ", ".join(str(p) for p in paths[:limit])
+    return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (the sub-command's usage is shown otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer but got {text!r}")
+    return value
+
+
+def resolve_model(model: str | None) -> str:
+    """The model to load: the one named, or the embedded demo model with a note saying so."""
+    if model:
+        return model
+    from clip_metric.demos import embedded_model_path
+
+    stderr(
+        "note: no --model given; using the embedded demo CLIP, trained on drawn shapes only. For real images pass "
+        f"--model {DEFAULT_MODEL} (or a local directory)."
+    )
+    return embedded_model_path()

@@ -1,0 +1,201 @@
+"""Image/caption pairs from files, in the layouts image datasets already use.
+
+Images: files, folders (their PNG/JPEG/WebP files, not recursive) or glob patterns. A symbolic
+link is an image of its own, found where the link is (its caption is the one beside the link);
+dangling links, link loops and special files (FIFOs, devices, sockets) with image names are
+skipped and named, never opened. Captions, first match wins:
+
+1. ``--prompts FILE``: ``.jsonl`` (``file_name`` + ``text``/``prompt`` per line), ``.json``
+   (``{"file_name": "prompt"}``), ``.csv``/``.tsv`` (``file_name`` + ``text``/``prompt`` columns),
+   or ``.txt`` (one prompt a line, in the sorted order of the images; counts must match);
+2. a ``metadata.jsonl`` in the image's folder (Hugging Face ``imagefolder`` layout);
+3. a ``.txt`` beside the image with the same stem (``x.png`` + ``x.txt``).
+
+Nothing is dropped silently: images without a caption, captions of missing images, unreadable
+caption files and files given twice are reported by name; a file name captioned twice is an
+error.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clip_metric.utilities.readers import iter_jsonl, located, parse_json, read_table, read_text
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+_TEXT_FIELDS = ("text", "prompt", "caption")
+
+
+@dataclass
+class Pairs:
+    """Images matched to captions, and what could not be matched (by name)."""
+
+    images: list[Path] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    missing_captions: list[Path] = field(default_factory=list)
+    missing_images: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _kind(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, or None if it can."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "dangling symbolic link" if path.is_symlink() else "no such file"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"  # e.g. a symbolic link loop
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (FIFO, device or socket)"
+    return None
+
+
+def find_images(sources: Sequence[str | os.PathLike], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted, de-duplicated list of images.
+
+    Paths are made absolute but links are not followed, so two links to one file are two images.
+    Entries that cannot be read as files are appended to ``skipped`` with the reason.
+
+    Raises:
+        FileNotFoundError: for a source that matches nothing.
+        ValueError: for a file that is not a PNG, JPEG or WebP image.
+    """
+    skipped = [] if skipped is None else skipped
+    found: dict[Path, None] = {}
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.exists() or path.is_symlink():
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise ValueError(f"{path} is not an image file (expected one of {IMAGE_EXTENSIONS})")
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(source)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            if not matches:
+                raise FileNotFoundError(f"No images found for {str(source)!r}")
+        for match in matches:
+            absolute = Path(os.path.abspath(match))
+            reason = _kind(absolute)
+            if reason is not None:
+                skipped.append((absolute, reason))
+            else:
+                found.setdefault(absolute, None)
+    return sorted(found)
+
+
+def _add_caption(table: dict[str, str], key: str, caption: str, path: Path, line: int) -> None:
+    if key in table:
+        raise located(path, line, f"{key!r} is captioned twice")
+    table[key] = caption
+
+
+def _field(row: Mapping, names: Iterable[str], path: Path, number: int) -> str:
+    if not isinstance(row, Mapping):
+        raise located(path, number, f"expected a JSON object but got {type(row).__name__}: {row!r}"[:200])
+    for name in names:
+        value = row.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    raise located(path, number, f"expected a non-empty {' or '.join(repr(n) for n in names)} field")
+
+
+def read_caption_table(path: Path) -> dict[str, str]:
+    """``{file_name: caption}`` from a ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file.
+
+    Raises:
+        ValueError: naming the file and line, for malformed content or a file name given twice.
+    """
+    suffix = path.suffix.lower()
+    text = read_text(path, "prompts file")
+    table: dict[str, str] = {}
+    if suffix == ".jsonl":
+        for number, row in iter_jsonl(text, path):
+            _add_caption(table, _field(row, ("file_name",), path, number), _field(row, _TEXT_FIELDS, path, number), path, number)
+    elif suffix == ".json":
+        data = parse_json(text, path)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise located(path, None, "expected a JSON object mapping file names to prompts")
+        table = dict(data)
+    elif suffix in (".csv", ".tsv"):
+        _, rows = read_table(text, path, "\t" if suffix == ".tsv" else ",")
+        for number, row in rows:
+            _add_caption(table, _field(row, ("file_name",), path, number), _field(row, _TEXT_FIELDS, path, number), path, number)
+    else:
+        raise located(path, None, "unsupported prompts file (expected .jsonl, .json, .csv, .tsv or .txt)")
+    return table
+
+
+def _lookup(table: dict[str, str], image: Path, base: Path | None) -> tuple[str, str] | None:
+    keys = [image.name, str(image)]
+    if base is not None:
+        try:
+            keys.insert(0, str(image.relative_to(base)))
+        except ValueError:
+            pass
+    for key in keys:
+        if key in table:
+            return key, table[key]
+    return None
+
+
+def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.PathLike | None = None) -> Pairs:
+    """Match each image to its caption (see the module docstring for the layouts).
+
+    Raises:
+        ValueError: for a malformed prompts file, or a ``.txt`` prompts file whose line count
+            differs from the number of images.
+    """
+    pairs = Pairs()
+    if prompts_file is not None:
+        path = Path(prompts_file)
+        if path.suffix.lower() == ".txt":
+            lines = [line.strip() for line in read_text(path, "prompts file").splitlines() if line.strip()]
+            if len(lines) != len(images):
+                raise ValueError(f"{path} has {len(lines)} prompts but {len(images)} images were given")
+            pairs.images, pairs.prompts = list(images), lines
+            return pairs
+        table = read_caption_table(path)
+        base = Path(os.path.abspath(path.parent))
+        used = set()
+        for image in images:
+            found = _lookup(table, image, base)
+            _add(pairs, image, found[1] if found else None)
+            if found:
+                used.add(found[0])
+        pairs.missing_images = sorted(k for k in table if k not in used)
+        return pairs
+
+    metadata: dict[Path, dict[str, str]] = {}
+    for image in images:
+        folder = image.parent
+        if folder not in metadata:
+            meta = folder / "metadata.jsonl"
+            metadata[folder] = read_caption_table(meta) if meta.exists() or meta.is_symlink() else {}
+        found = _lookup(metadata[folder], image, folder)
+        caption = found[1] if found else None
+        if caption is None:
+            sidecar = image.with_suffix(".txt")
+            if sidecar.exists() or sidecar.is_symlink():
+                try:
+                    caption = read_text(sidecar, "caption file").strip() or None
+                except (OSError, ValueError) as err:
+                    pairs.skipped.append((image, f"its caption cannot be read: {err}"))
+                    continue
+        _add(pairs, image, caption)
+    return pairs
+
+
+def _add(pairs: Pairs, image: Path, caption: str | None) -> None:
+    if caption is None or not caption.strip():
+        pairs.missing_captions.append(image)
+    else:
+        pairs.images.append(image)
+        pairs.prompts.append(caption.strip())

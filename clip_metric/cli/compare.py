@@ -1,0 +1,94 @@
+"""``clip-metric compare``: compare runs' per-prompt scores with paired bootstrap intervals."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from clip_metric.cli._common import CliError, Formatter, positive_int
+
+MAX_BOOTSTRAP = 100_000
+
+
+def _bootstrap(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BOOTSTRAP:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_BOOTSTRAP} resamples but got {text}")
+    return value
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) but got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) but got {text!r}")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compare", help="compare runs' per-prompt scores with paired bootstrap intervals", formatter_class=Formatter
+    )
+    parser.add_argument("runs", nargs="+", help="run directories (searched for clip_scores/step-*.jsonl)")
+    parser.add_argument("--plot", help="write a PNG of clip/mean against step for every run")
+    parser.add_argument("--bootstrap", type=_bootstrap, default=5000, help=f"bootstrap resamples (1 to {MAX_BOOTSTRAP})")
+    parser.add_argument("--level", type=_level, default=0.95, help="interval level, in (0, 1)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip_metric.compare import best_evaluation, load_run, paired_difference, plot_runs, read_tensorboard_history
+
+    if args.plot and Path(args.plot).is_dir():
+        raise CliError(f"--plot {args.plot} is a directory; name a .png file")
+    runs, logged = {}, {}
+    for run_dir in args.runs:
+        name = Path(run_dir).name or str(run_dir)
+        if name in runs or name in logged:
+            name = str(run_dir)
+        try:
+            runs[name] = load_run(run_dir)
+        except FileNotFoundError:
+            history = read_tensorboard_history(run_dir) if Path(run_dir).is_dir() else []
+            if not history:
+                raise
+            logged[name] = history  # TensorBoard scalars only: no per-prompt scores to pair
+    header = f"{'run':<24} {'eval':<5} {'step':>8} {'mean':>8} {'min':>8} {'max':>8} {'std':>8} {'count':>6}"
+    print(header)
+    print("-" * len(header))
+    for name, evaluations in runs.items():
+        for label, evaluation in (("last", evaluations[-1]), ("best", best_evaluation(evaluations))):
+            _print_row(name, label, evaluation.step, evaluation.summary())
+    for name, history in logged.items():
+        best = max(history, key=lambda row: row["clip/mean"])
+        for label, row in (("last", history[-1]), ("best", best)):
+            _print_row(name, label, int(row["step"]), row)
+    if logged:
+        print(f"(from TensorBoard scalars, no per-prompt scores: {', '.join(logged)})")
+    names = list(runs)
+    if len(names) > 1:
+        print()
+        print("paired difference of clip/mean at the last evaluation (same prompts and seeds), "
+              f"bootstrap {int(args.level * 100)}% interval:")
+        base = names[0]
+        for other in names[1:]:
+            try:
+                d = paired_difference(runs[base][-1], runs[other][-1], n_boot=args.bootstrap, level=args.level)
+            except ValueError as err:
+                print(f"  {other} - {base}: not comparable ({err})")
+                continue
+            verdict = "significant" if d.significant else "not significant (the interval includes 0)"
+            print(f"  {other} - {base}: {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] over {d.shared} prompts: "
+                  f"{verdict}")
+    if args.plot:
+        print(f"plot: {plot_runs(runs, args.plot, level=args.level, logged=logged)}")
+    return 0
+
+
+def _print_row(name: str, label: str, step: int, s: dict) -> None:
+    count = int(s.get("clip/count", 0))
+    print(f"{name[:24]:<24} {label:<5} {step:>8} {s['clip/mean']:>8.4f} {s.get('clip/min', math.nan):>8.4f} "
+          f"{s.get('clip/max', math.nan):>8.4f} {s.get('clip/std', math.nan):>8.4f} {count:>6}")

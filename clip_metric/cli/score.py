@@ -1,0 +1,179 @@
+"""``clip-metric score``: score image files against their captions."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from clip_metric.cli._common import CliError, Formatter, names, positive_int, resolve_model, stderr
+from clip_metric.utilities.constants import DEFAULT_MODEL, STAT_NAMES
+
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("score", help="score images against their captions", formatter_class=Formatter)
+    parser.add_argument("images", nargs="+", help="image files, folders or glob patterns (PNG, JPEG, WebP)")
+    parser.add_argument(
+        "--prompts", help="captions: .jsonl/.json/.csv/.tsv keyed by file_name, or .txt one per image "
+        "(default: metadata.jsonl or x.txt beside x.png)"
+    )
+    parser.add_argument("--model", help=f"hub id or local directory (e.g. {DEFAULT_MODEL}); default: the embedded demo model")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per CLIP forward pass")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="CLIP precision")
+    parser.add_argument("--output", help="write per-image scores (.jsonl score file, or .csv)")
+    parser.add_argument("--devices", type=positive_int, default=1, help="number of devices (processes) to score on")
+    parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda", "gpu", "mps"), help="where to score")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no loading messages")
+    parser.set_defaults(run=run)
+
+
+def check_output(output: str, images: list[Path]) -> Path:
+    """Refuse, before any scoring, an ``--output`` that would overwrite an input or cannot be written."""
+    path = Path(output)
+    if path.is_dir():
+        raise CliError(f"--output {output} is a directory; name a .jsonl or .csv file")
+    target = path.resolve()
+    inputs = {image.resolve() for image in images}
+    if target in inputs:
+        raise CliError(f"--output {output} is one of the input images; it would be overwritten")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".clip-metric-", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise CliError(f"--output {output} cannot be written: {err.strerror or err}") from None
+    return path
+
+
+def _load_image(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
+
+
+def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: argparse.Namespace) -> dict | None:
+    from tqdm.auto import tqdm
+
+    from clip_metric.metric import ClipScore
+
+    metric = ClipScore(args.model, precision=args.precision, keep_scores=True)
+    metric = metric.to(fabric.device)
+    indices = list(range(fabric.global_rank, len(images), fabric.world_size))
+    if indices:
+        metric.encoder.cache_prompts([prompts[i] for i in indices])
+    unreadable: list[tuple[str, str]] = []
+    bar = tqdm(total=len(indices), desc="scoring", unit="img", disable=fabric.global_rank != 0 or args.quiet,
+               file=sys.stderr)
+    for start in range(0, len(indices), args.batch_size):
+        batch, ids = [], []
+        for index in indices[start : start + args.batch_size]:
+            try:
+                batch.append(_load_image(images[index]))
+                ids.append(index)
+            except Exception as err:  # reported by name below, never silently dropped
+                unreadable.append((str(images[index]), f"{type(err).__name__}: {err}"))
+        if batch:
+            metric.update(batch, [prompts[i] for i in ids], ids=ids)
+        bar.update(len(indices[start : start + args.batch_size]))
+    bar.close()
+    summary = {k: float(v) for k, v in metric.compute().items()}
+    ids, scores = metric.per_sample()
+    all_unreadable = _gather_objects(fabric, unreadable)
+    if fabric.global_rank != 0:
+        return None
+    return {"summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable}
+
+
+def _gather_objects(fabric: Any, items: list) -> list:
+    import torch.distributed as dist
+
+    if fabric.world_size == 1 or not dist.is_available() or not dist.is_initialized():
+        return list(items)
+    out: list[Any] = [None] * fabric.world_size
+    dist.all_gather_object(out, items)
+    return [item for part in out for item in part]
+
+
+def _confidence_interval(scores: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Normal-approximation interval of the mean; None below two samples (no spread to use)."""
+    from statistics import NormalDist, stdev
+
+    n = len(scores)
+    if n < 2:
+        return None
+    mean = sum(scores) / n
+    half = NormalDist().inv_cdf(0.5 + level / 2) * stdev(scores) / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clip_metric.cli.captions import find_images, pair_images_with_captions
+
+    skipped: list = []
+    images = find_images(args.images, skipped)
+    pairs = pair_images_with_captions(images, args.prompts)
+    for image, reason in skipped + pairs.skipped:
+        stderr(f"skipped {image}: {reason}")
+    if pairs.missing_captions:
+        stderr(f"skipped {len(pairs.missing_captions)} image(s) without a caption: {names(pairs.missing_captions)}")
+    if pairs.missing_images:
+        stderr(f"{len(pairs.missing_images)} caption(s) name no given image: {names(pairs.missing_images)}")
+    if not images:
+        raise CliError("no images found (PNG, JPEG or WebP files, folders of them, or glob patterns)")
+    if not pairs.images:
+        raise CliError("no image has a caption (use --prompts FILE, x.txt beside x.png, or metadata.jsonl)")
+    output = check_output(args.output, pairs.images) if args.output else None
+    args.model = resolve_model(args.model)
+    if args.accelerator in ("cuda", "gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--accelerator {args.accelerator}: no CUDA device is available on this machine")
+
+    from lightning.fabric import Fabric
+
+    strategy = "ddp_spawn" if args.devices > 1 else "auto"
+    fabric = Fabric(accelerator=args.accelerator, devices=args.devices, strategy=strategy)
+    result = fabric.launch(_score_worker, pairs.images, pairs.prompts, args)
+    if result is None:  # pragma: no cover - only rank 0 returns
+        return 0
+    for name, reason in result["unreadable"]:
+        stderr(f"skipped unreadable image {name}: {reason}")
+    if result["unreadable"]:
+        stderr(f"skipped {len(result['unreadable'])} unreadable image(s)")
+    summary = result["summary"]
+    scores = result["scores"]
+    if not scores:
+        raise CliError("no image could be scored")
+    interval = _confidence_interval(scores)
+    print(f"model: {args.model}")
+    for key in STAT_NAMES[:-1]:
+        print(f"clip/{key:<6} {summary[f'clip/{key}']:.4f}")
+    print(f"clip/count  {int(summary['clip/count'])}")
+    if interval is None:
+        print("95% CI of the mean: n/a (fewer than 2 images)")
+    else:
+        print(f"95% CI of the mean: [{interval[0]:.4f}, {interval[1]:.4f}]")
+    if output is not None:
+        _write(output, result["ids"], scores, pairs)
+        print(f"per-image scores: {output}")
+    return 0
+
+
+def _write(path: Path, ids: list[int], scores: list[float], pairs: Any) -> None:
+    from clip_metric.records import ScoreRecord, write_scores
+
+    records = sorted(
+        (ScoreRecord(os.fspath(pairs.images[i]), pairs.prompts[i], s, file=os.fspath(pairs.images[i]))
+         for i, s in zip(ids, scores)),
+        key=lambda r: r.prompt_id,
+    )
+    write_scores(path, records)

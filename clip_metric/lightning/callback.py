@@ -1,0 +1,570 @@
+"""``ClipScoreCallback``: score the model under training on a prompt library, on every rank."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from clip_metric.attention import ATTENTION_POLICIES, AttentionPolicy, check_attention
+from clip_metric.encoder import ClipEncoder
+from clip_metric.images import check_value_range
+from clip_metric.lightning.config import callback_kwargs
+from clip_metric.lightning.generation import GenerateFn, resolve_generate_fn
+from clip_metric.lightning.progress import prompt_progress
+from clip_metric.lightning.reporting import REPORT_TO, Candidates, report
+from clip_metric.prompts import Prompt, PromptSource, load_prompt_library
+from clip_metric.records import ScoreRecord, write_scores
+from clip_metric.statistics import ScoreStatistics
+from clip_metric.utilities.checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_non_negative_int,
+    check_optional_positive_int,
+    check_positive_int,
+    check_str,
+)
+from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX, SCORES_DIRNAME, STAT_NAMES
+from clip_metric.functional import check_scale
+from clip_metric.utilities.precision import check_precision
+from clip_metric.utilities.rng import preserved_rng
+
+log = logging.getLogger("clip_metric")
+
+_T = TypeVar("_T")
+# Folder for score files of runs without a logger (versioned like Lightning's own log folders).
+_NO_LOGGER_DIRNAME = "clip_metric_logs"
+# Prompts rendered by the check at fit start: two, so a generator that returns a fixed number of
+# images is caught too.
+_PREFLIGHT_PROMPTS = 2
+
+
+class ClipScoreCallback(Callback):
+    r"""Generate images for a prompt library with the model under training and log CLIP scores.
+
+    At the end of each validation epoch (or every ``every_n_train_steps`` optimizer steps), and
+    at the end of ``trainer.test()``, the prompts are split across global ranks with no
+    duplicates and no padding; every rank renders and scores its share; a
+    :class:`~clip_metric.ScoreStatistics` syncs sum, sum of squares, count, min and max; and
+    ``clip/mean``, ``clip/min``, ``clip/max``, ``clip/std``, ``clip/count`` are logged through the
+    trainer's loggers, where ``EarlyStopping`` and ``ModelCheckpoint`` can
+    ``monitor="clip/mean"``. Sanity-check validation is skipped.
+
+    Images come from ``generate_fn(pl_module, prompts, seeds)`` or, without one, from
+    ``pl_module.generate_images(prompts, seeds)`` (see :mod:`clip_metric.lightning.generation`).
+    Generation runs like ``validation_step``: in eval mode, under ``no_grad`` and inside the
+    trainer's precision context (``bf16-true``, ``16-mixed``, ...); CLIP keeps its own precision.
+    Each prompt's seed derives from its text, and every global RNG is restored afterwards, so the
+    callback does not change the training trajectory.
+
+    Everything that can fail at the first evaluation fails before the first training step: the
+    CLIP model is loaded in ``setup`` and one tiny generate-and-score pass runs at fit start.
+    Failures are decided jointly, so no rank is left waiting in a collective.
+
+    The CLIP encoder is not a parameter of the module, not in its optimizer and not in any
+    checkpoint. ``offload=True`` moves it to the CPU between evaluations.
+
+    Args:
+        model_name_or_path: CLIP model: hub id (default ``openai/clip-vit-large-patch14-336``),
+            local directory, or a :class:`~clip_metric.ClipEncoder`.
+        prompts: the prompt library: ``True``/``"default"`` (built-in), a path (``.txt``,
+            ``.json``, ``.jsonl``, ``.tsv``, ``.csv``), or an in-memory list/dict.
+        max_prompts: score a deterministic subset of this many prompts.
+        generate_fn: ``(pl_module, prompts, seeds) -> images``; default: ``pl_module.generate_images``.
+        batch_size: prompts per generation call on each rank.
+        every_n_epochs: evaluate at the end of every n-th validation epoch (default 1).
+        every_n_train_steps: evaluate every n optimizer steps instead of at validation end.
+        precision: CLIP precision (see :class:`~clip_metric.ClipScore`).
+        value_range: ``(low, high)`` of float images from ``generate_fn`` (default ``(0, 1)``).
+        scale: ``"cosine"`` (default), ``"torchmetrics"`` or ``"clipscore"``.
+        prefix: key prefix (default ``"clip/"``); two callbacks in one Trainer need two prefixes.
+        attention_policy: ``"restore"`` (default: CLIP runs with torch's original attention while
+            SageAttention stays on for the model under training), ``"strict"`` (fail at setup) or
+            ``"ignore"``.
+        offload: move the encoder to the CPU between evaluations to give GPU memory back.
+        report_to: which loggers get the extras (histogram, best/worst images, per-prompt table):
+            ``"all"``, ``"tensorboard"``, ``"wandb"`` or ``"none"``. Scalars go to every logger.
+        num_logged_images: best and worst samples shown in the image grids (0 disables).
+        save_scores: write each evaluation's per-prompt scores (``clip_scores/step-*.jsonl``),
+            for ``clip-metric compare``.
+        scores_dir: where score files go. Default: ``<log_dir>/clip_scores`` of the first logger
+            (versioned by the logger), else a new ``<default_root_dir>/clip_metric_logs/version_N/
+            clip_scores``. Resolved once in ``setup``; files are never overwritten.
+        enabled: ``False`` makes the callback do nothing (``evaluation_type: "none"``).
+
+    Raises:
+        ValueError: for invalid arguments (each names the value).
+
+    Example:
+        >>> from clip_metric import ClipScoreCallback
+        >>> callback = ClipScoreCallback("openai/clip-vit-large-patch14-336", max_prompts=64)
+        >>> callback.every_n_epochs, callback.state_key
+        (1, "ClipScoreCallback{'prefix': 'clip/'}")
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike | ClipEncoder = DEFAULT_MODEL,
+        *,
+        prompts: PromptSource = True,
+        max_prompts: int | None = None,
+        generate_fn: GenerateFn | None = None,
+        batch_size: int = 8,
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        precision: str | int = "auto",
+        value_range: tuple[float, float] = (0.0, 1.0),
+        scale: str = "cosine",
+        prefix: str = DEFAULT_PREFIX,
+        attention_policy: AttentionPolicy = "restore",
+        offload: bool = False,
+        report_to: Literal["all", "tensorboard", "wandb", "none"] = "all",
+        num_logged_images: int = 4,
+        save_scores: bool = True,
+        scores_dir: str | os.PathLike | None = None,
+        enabled: bool = True,
+    ) -> None:
+        if not isinstance(model_name_or_path, (str, os.PathLike, ClipEncoder)) or (
+            isinstance(model_name_or_path, str) and not model_name_or_path.strip()
+        ):
+            raise ValueError(
+                "Expected `model_name_or_path` to be a hub id, a local directory or a ClipEncoder but got "
+                f"{model_name_or_path!r}"
+            )
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        if every_n_epochs is not None and every_n_train_steps is not None:
+            raise ValueError(
+                f"Expected only one of `every_n_epochs` ({every_n_epochs}) and `every_n_train_steps` "
+                f"({every_n_train_steps})"
+            )
+        self.every_n_train_steps = check_optional_positive_int("every_n_train_steps", every_n_train_steps)
+        if every_n_epochs is None and every_n_train_steps is None:
+            every_n_epochs = 1
+        self.every_n_epochs = check_optional_positive_int("every_n_epochs", every_n_epochs)
+        self.report_to = check_choice("report_to", report_to, REPORT_TO)
+        self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
+        self.prefix = check_str("prefix", prefix)
+        if isinstance(model_name_or_path, ClipEncoder) and precision != "auto":
+            raise ValueError(
+                f"`precision={precision!r}` would be ignored: a ClipEncoder brings its own precision; set it there"
+            )
+        self.generate_fn = None if generate_fn is None else check_callable("generate_fn", generate_fn)
+        self.attention_policy = check_choice("attention_policy", attention_policy, ATTENTION_POLICIES)
+        self.offload = check_bool("offload", offload)
+        self.save_scores = check_bool("save_scores", save_scores)
+        self.enabled = check_bool("enabled", enabled)
+        if scores_dir is not None and not isinstance(scores_dir, (str, os.PathLike)):
+            raise ValueError(f"Expected `scores_dir` to be a path but got {scores_dir!r}")
+        self.scores_dir = scores_dir
+        self.precision = check_precision(precision)
+        self.value_range = check_value_range(value_range)
+        self.scale = check_scale(scale)
+        self.model_name_or_path = model_name_or_path
+        # Loading the library here surfaces a bad file at construction, not hours into training.
+        self.prompt_library: list[Prompt] = load_prompt_library(prompts, max_prompts) if enabled else []
+        if enabled and max_prompts is not None and max_prompts > len(self.prompt_library):
+            rank_zero_warn(
+                f"ClipScoreCallback(max_prompts={max_prompts}): the library has only {len(self.prompt_library)} "
+                "prompts; all of them are used"
+            )
+        self._encoder: ClipEncoder | None = model_name_or_path if isinstance(model_name_or_path, ClipEncoder) else None
+        self._generate: GenerateFn | None = None
+        self._resolved_scores_dir: Path | None = None
+        self._last_step_evaluated = -1
+        self.history: list[dict[str, float]] = []
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # The prefix tells two callbacks of one Trainer apart (two libraries, two CLIP models).
+        return self._generate_state_key(prefix=self.prefix)
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> ClipScoreCallback:
+        """Build from a training ``config.json`` (path or dict) using its CLIP-evaluation keys.
+
+        See :mod:`clip_metric.lightning.config` for the keys read. ``overrides`` are passed to
+        the constructor.
+
+        Raises:
+            ValueError: for unknown values of these keys, naming the key and value.
+            FileNotFoundError: if the config file does not exist.
+        """
+        return cls(**{**callback_kwargs(config), **overrides})
+
+    # ------------------------------------------------------------------ lightning hooks
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.enabled:
+            return
+        others = [c for c in trainer.callbacks if isinstance(c, ClipScoreCallback) and c is not self and c.enabled]
+        if any(c.prefix == self.prefix for c in others):
+            raise MisconfigurationException(
+                f"Two ClipScoreCallbacks log under prefix {self.prefix!r}; give each its own `prefix` "
+                "(e.g. prefix='clip/parti/')"
+            )
+        # Fail before training starts: missing generator, SageAttention under "strict", bad schedule.
+        self._generate = resolve_generate_fn(pl_module, self.generate_fn)
+        findings = check_attention(self.attention_policy, module=pl_module, config=getattr(pl_module, "hparams", None))
+        for finding in findings:
+            log.info("CLIP scoring will run with torch's original attention: %s", finding.detail)
+        if stage == "fit":
+            self._check_monitors(trainer)
+        if self.save_scores and not trainer.fast_dev_run and self._resolved_scores_dir is None:
+            self._resolved_scores_dir = self._resolve_scores_dir(trainer)
+        self._jointly(trainer, "loading the CLIP model", lambda: self._load_encoder(trainer))
+
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.enabled or trainer.fast_dev_run or not self.prompt_library:
+            return
+        # One tiny generate-and-score pass: a broken generator stops the run in seconds, not
+        # after the first epoch. Same prompts on every rank; nothing is logged or kept.
+        indexed = list(enumerate(self.prompt_library[:_PREFLIGHT_PROMPTS]))
+        self._jointly(trainer, "the generate-and-score check at fit start", lambda: self._score_shard(
+            trainer, pl_module, indexed, ScoreStatistics(scale=self.scale), None, progress=False
+        ))
+        if self.offload:
+            self._offload()
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.enabled:
+            reason = self._never_evaluates(trainer, pl_module)
+            if reason:
+                rank_zero_warn(f"ClipScoreCallback will never evaluate in this run: {reason}")
+
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.enabled or trainer.sanity_checking or self.every_n_epochs is None and trainer.state.fn == "fit":
+            return
+        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return  # under trainer.validate() it always runs
+        self._log_epoch_level(pl_module, self.evaluate(trainer, pl_module))
+
+    @override
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.enabled:
+            self._log_epoch_level(pl_module, self.evaluate(trainer, pl_module))
+
+    @override
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        n = self.every_n_train_steps
+        step = trainer.global_step
+        if not self.enabled or n is None or step == 0 or step % n != 0 or step == self._last_step_evaluated:
+            return
+        values = self.evaluate(trainer, pl_module)
+        # Written to the loggers directly: step-level self.log() would be filtered by
+        # log_every_n_steps. callback_metrics makes them monitorable all the same.
+        trainer.callback_metrics.update({k: v.detach().clone() for k, v in values.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step_evaluated": self._last_step_evaluated, "history": list(self.history)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Tolerant: checkpoints from other versions may lack keys or carry extra ones.
+        self._last_step_evaluated = int(state_dict.get("last_step_evaluated", -1))
+        history = state_dict.get("history", [])
+        self.history = [dict(h) for h in history if isinstance(h, Mapping)]
+
+    @staticmethod
+    def _log_epoch_level(pl_module: LightningModule, values: dict[str, Tensor]) -> None:
+        # The values are already identical on every rank: a max over ranks leaves them exact and
+        # tells Lightning they are synced. Float so Lightning need not convert clip/count.
+        pl_module.log_dict(
+            {k: v.float() for k, v in values.items()}, on_step=False, on_epoch=True, sync_dist=True,
+            reduce_fx="max", add_dataloader_idx=False,
+        )
+
+    # ------------------------------------------------------------------ setup checks
+    def _monitors(self, trainer: Trainer) -> list[Callback]:
+        return [
+            c for c in trainer.callbacks
+            if isinstance(c, (EarlyStopping, ModelCheckpoint)) and isinstance(c.monitor, str)
+            and c.monitor.startswith(self.prefix)
+        ]
+
+    def _check_monitors(self, trainer: Trainer) -> None:
+        """Refuse schedules where a monitor of our keys would find no value, or a stale one."""
+        for monitor in self._monitors(trainer):
+            name = f"{type(monitor).__name__}(monitor={monitor.monitor!r})"
+            ckpt_steps = getattr(monitor, "_every_n_train_steps", 0) if isinstance(monitor, ModelCheckpoint) else 0
+            if ckpt_steps:
+                n = self.every_n_train_steps
+                if n is None or ckpt_steps % n:
+                    raise MisconfigurationException(
+                        f"{name} checks every {ckpt_steps} training steps, but ClipScoreCallback evaluates "
+                        f"{'every ' + str(n) + ' steps' if n else 'at validation end'}: it would find no fresh value. "
+                        f"Use ClipScoreCallback(every_n_train_steps=N) with N dividing {ckpt_steps}."
+                    )
+                continue
+            if self.every_n_epochs is not None and self.every_n_epochs > 1:
+                raise MisconfigurationException(
+                    f"ClipScoreCallback(every_n_epochs={self.every_n_epochs}) skips validations, where {name} would "
+                    "find no value (or the last one again, counted against its patience). Evaluate at every "
+                    f"validation (every_n_epochs=1) and validate less often: Trainer(check_val_every_n_epoch="
+                    f"{self.every_n_epochs * (trainer.check_val_every_n_epoch or 1)})."
+                )
+            if self.every_n_train_steps is not None and not self._aligned_with_validation(trainer, monitor):
+                n = self.every_n_train_steps
+                raise MisconfigurationException(
+                    f"ClipScoreCallback(every_n_train_steps={n}) does not line up with the validations where {name} "
+                    "checks: it would find no value, or a stale one. Validate at the same steps: "
+                    f"Trainer(val_check_interval={n * trainer.accumulate_grad_batches}, check_val_every_n_epoch=None), "
+                    "or evaluate at validation end (every_n_epochs=1)."
+                )
+
+    def _aligned_with_validation(self, trainer: Trainer, monitor: Callback) -> bool:
+        if isinstance(monitor, EarlyStopping):
+            on_train_epoch_end = monitor._check_on_train_epoch_end
+            if on_train_epoch_end is None:  # EarlyStopping.setup decides it the same way
+                on_train_epoch_end = trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
+            if on_train_epoch_end:
+                return False
+        interval = trainer.val_check_interval
+        return (
+            trainer.check_val_every_n_epoch is None
+            and isinstance(interval, int)
+            and interval == self.every_n_train_steps * trainer.accumulate_grad_batches
+        )
+
+    def _never_evaluates(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
+        if self.every_n_train_steps is not None:
+            if 0 < trainer.max_steps < self.every_n_train_steps:
+                return (
+                    f"max_steps={trainer.max_steps} ends the run before step {self.every_n_train_steps}; "
+                    "lower every_n_train_steps"
+                )
+            return None
+        if trainer.limit_val_batches == 0 or not is_overridden("validation_step", pl_module):
+            return (
+                "it evaluates at validation end and this run has no validation loop (no validation_step, or "
+                "limit_val_batches=0); add a validation_step or use every_n_train_steps=N"
+            )
+        batches = trainer.num_training_batches
+        if trainer.max_steps > 0 and trainer.val_check_interval == 1.0 and batches != float("inf"):
+            first = (trainer.check_val_every_n_epoch or 1) * self.every_n_epochs * batches
+            if trainer.max_steps * trainer.accumulate_grad_batches < first:
+                return (
+                    f"max_steps={trainer.max_steps} ends the run before the first epoch whose validation it waits "
+                    "for; use every_n_train_steps=N"
+                )
+        return None
+
+    def _resolve_scores_dir(self, trainer: Trainer) -> Path:
+        """The run's score folder, chosen on rank 0 and shared with every rank."""
+        chosen = None
+        if trainer.is_global_zero:
+            chosen = str(self._scores_dir_rank_zero(trainer))
+        return Path(trainer.strategy.broadcast(chosen))
+
+    def _scores_dir_rank_zero(self, trainer: Trainer) -> Path:
+        if self.scores_dir is not None:
+            return Path(self.scores_dir)
+        if trainer.loggers:
+            logger = trainer.loggers[0]
+            log_dir = getattr(logger, "log_dir", None)
+            if isinstance(log_dir, str) and logger.version is not None and str(logger.version) in log_dir:
+                return Path(log_dir) / SCORES_DIRNAME
+            root = logger.save_dir or trainer.default_root_dir
+            parts = [str(p) for p in (logger.name, logger.version) if p not in (None, "")]
+            if parts:
+                return Path(root, *parts) / SCORES_DIRNAME
+        # No logger: a new version folder, claimed atomically so parallel runs never share one.
+        base = Path(trainer.default_root_dir) / _NO_LOGGER_DIRNAME
+        base.mkdir(parents=True, exist_ok=True)
+        version = len([p for p in base.iterdir() if p.name.startswith("version_")])
+        while True:
+            candidate = base / f"version_{version}"
+            try:
+                candidate.mkdir()
+                return candidate / SCORES_DIRNAME
+            except FileExistsError:
+                version += 1
+
+    # ------------------------------------------------------------------ evaluation
+    @property
+    def encoder(self) -> ClipEncoder | None:
+        """The CLIP encoder, once loaded."""
+        return self._encoder
+
+    @property
+    def resolved_scores_dir(self) -> Path | None:
+        """Where this run's score files go (set in ``setup``), or None when none are written."""
+        return self._resolved_scores_dir
+
+    def _load_encoder(self, trainer: Trainer | None = None) -> ClipEncoder:
+        if self._encoder is None:
+            quiet = trainer is not None and not trainer.is_global_zero
+            self._encoder = ClipEncoder.build(
+                self.model_name_or_path, precision=self.precision, attention_policy=self.attention_policy, quiet=quiet
+            )
+        return self._encoder
+
+    def _offload(self) -> None:
+        if self._encoder is not None:
+            self._encoder.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _jointly(self, trainer: Trainer, what: str, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on every rank; if it fails on any, every rank raises (none hangs)."""
+        error: BaseException | None = None
+        result = None
+        try:
+            result = fn()
+        except Exception as err:  # decided jointly below, so no rank is left in a collective
+            error = err
+        flag = torch.tensor(float(error is not None), device=trainer.strategy.root_device)
+        failed = int(float(trainer.strategy.reduce(flag, reduce_op="sum")))
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"ClipScoreCallback: {what} failed on {failed} other rank(s); see their logs")
+        return result  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def _generation_mode(self, pl_module: LightningModule) -> Iterator[None]:
+        """Eval mode and no_grad, every module's mode and every global RNG restored afterwards."""
+        modes = {module: module.training for module in pl_module.modules()}
+        try:
+            pl_module.eval()
+            with preserved_rng(), torch.no_grad():
+                yield
+        finally:
+            for module, training in modes.items():
+                module.train(training)
+
+    def _library(self, trainer: Trainer) -> list[Prompt]:
+        if trainer.fast_dev_run:  # one batch per rank: checks the wiring, costs seconds
+            return self.prompt_library[: self.batch_size * trainer.world_size]
+        return self.prompt_library
+
+    def _score_shard(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        shard: list[tuple[int, Prompt]],
+        metric: ScoreStatistics,
+        candidates: Candidates | None,
+        progress: bool = True,
+    ) -> None:
+        """Render and score this rank's prompts into ``metric`` (and ``candidates``)."""
+        if self._generate is None:
+            self._generate = resolve_generate_fn(pl_module, self.generate_fn)
+        if self.attention_policy == "strict":
+            check_attention("strict", module=pl_module)
+        encoder = self._load_encoder(trainer).to(pl_module.device)
+        metric.to(pl_module.device)
+        description = f"CLIP scoring ({self.prefix.rstrip('/')})"
+        with self._generation_mode(pl_module), prompt_progress(trainer, len(shard) if progress else 0, description) as advance:
+            if shard:
+                encoder.cache_prompts([prompt.text for _, prompt in shard])
+            for start in range(0, len(shard), self.batch_size):
+                batch = shard[start : start + self.batch_size]
+                ids = [index for index, _ in batch]
+                texts = [prompt.text for _, prompt in batch]
+                with trainer.precision_plugin.forward_context():
+                    # Copies: a generator that edits its arguments cannot change what is scored.
+                    images = self._generate(pl_module, list(texts), [prompt.seed for _, prompt in batch])
+                cosines = encoder.score(images, texts, self.value_range)
+                metric.update(cosines, ids)
+                if candidates is not None:
+                    candidates.add(images, self.value_range, ids, cosines)
+                advance(len(batch))
+
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        """Render and score the prompt library now; every rank must call this together.
+
+        Returns:
+            The synced ``clip/*`` values (plus per-category means), identical on every rank.
+        """
+        library = self._library(trainer)
+        step = _logging_step(trainer)
+        shard = list(enumerate(library))[trainer.global_rank :: trainer.world_size]
+        metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True)
+        candidates = Candidates(self.num_logged_images) if self.num_logged_images else None
+        rank_zero_info(f"CLIP scoring {len(library)} prompts at step {step} ({self.prefix.rstrip('/')})")
+        started = time.perf_counter()
+        self._jointly(trainer, "CLIP scoring", lambda: self._score_shard(trainer, pl_module, shard, metric, candidates))
+
+        values = metric.compute()
+        ids, scores = metric.per_sample()
+        values.update(self._category_means(library, ids, scores))
+        scores_by_id = dict(zip(ids.tolist(), scores.tolist()))
+        best_worst = candidates.gather(trainer, scores_by_id) if candidates is not None else None
+        if self.offload:
+            self._offload()
+        self._last_step_evaluated = trainer.global_step
+        summary = {k: float(values[self.prefix + k]) for k in STAT_NAMES}
+        self.history.append({"step": step, **{self.prefix + k: v for k, v in summary.items()}})
+        if trainer.is_global_zero:
+            records = [
+                ScoreRecord(library[i].id, library[i].text, score, library[i].seed, library[i].category)
+                for i, score in sorted(scores_by_id.items())
+            ]
+            self._save(trainer, step, records)
+            if self.report_to != "none":
+                report(trainer, self.report_to, self.prefix, step, records, best_worst, [p.text for p in library])
+            rank_zero_info(
+                f"CLIP score at step {step}: {self.prefix}mean {summary['mean']:.4f} (min {summary['min']:.4f}, "
+                f"max {summary['max']:.4f}, {int(summary['count'])} prompts, {time.perf_counter() - started:.1f} s)"
+            )
+        return values
+
+    def _save(self, trainer: Trainer, step: int, records: list[ScoreRecord]) -> None:
+        if not self.save_scores or self._resolved_scores_dir is None or trainer.fast_dev_run:
+            return
+        header = {"scale": self.scale, "prefix": self.prefix, "stage": str(trainer.state.fn)}
+        for attempt in range(1000):
+            suffix = "" if attempt == 0 else f"-{attempt}"
+            path = self._resolved_scores_dir / f"step-{step:08d}{suffix}.jsonl"
+            try:
+                write_scores(path, records, step=step, header=header, exclusive=True)
+                return
+            except FileExistsError:
+                continue  # another evaluation at this step (validate() twice, test after fit)
+        raise FileExistsError(f"Too many score files for step {step} in {self._resolved_scores_dir}")
+
+    def _category_means(self, library: list[Prompt], ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for index, score in zip(ids.tolist(), scores.tolist()):
+            category = library[index].category
+            if category:
+                sums[category][0] += score
+                sums[category][1] += 1
+        device = scores.device
+        return {
+            f"{self.prefix}category/{name}": torch.tensor(total / count, dtype=torch.float64, device=device)
+            for name, (total, count) in sorted(sums.items())
+        }
+
+
+def _logging_step(trainer: Trainer) -> int:
+    """The step Lightning gives metrics logged now, so the extras line up with the scalars.
+
+    Validation inside ``fit`` runs before Lightning counts the batch that triggered it, so
+    ``self.log`` there lands one step before ``trainer.global_step``.
+    """
+    if trainer.state.fn == "fit" and trainer.validating:
+        return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+    return trainer.global_step

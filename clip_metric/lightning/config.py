@@ -1,0 +1,99 @@
+"""The CLIP-evaluation keys of a training ``config.json`` (SimpleTuner's names).
+
+Keys read: ``evaluation_type`` (``"clip"`` enables, ``"none"``/null disables),
+``pretrained_evaluation_model_name_or_path``, ``report_to`` (``"all"``, ``"tensorboard"``,
+``"wandb"``, ``"none"``; null means none), ``validation_prompt_library`` (true for the built-in
+library, or a path) and ``user_prompt_library`` (a path; combined with
+``validation_prompt_library`` when both are set; with neither, the built-in library). Keys may
+carry SimpleTuner's command-line ``--`` prefix (``"--report_to"``). Other keys are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from clip_metric.lightning.reporting import REPORT_TO
+from clip_metric.prompts import load_prompt_library
+from clip_metric.utilities.constants import DEFAULT_MODEL
+from clip_metric.utilities.readers import parse_json, read_text
+
+KEYS = (
+    "evaluation_type",
+    "pretrained_evaluation_model_name_or_path",
+    "report_to",
+    "validation_prompt_library",
+    "user_prompt_library",
+)
+
+
+def read_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation keys of a config (path or mapping), ``--`` prefixes removed.
+
+    Raises:
+        FileNotFoundError: if the config file does not exist.
+        ValueError: for a file that is not a UTF-8 JSON object, or a key given both with and
+            without ``--`` with different values.
+    """
+    where = "the given config"
+    if not isinstance(config, Mapping):
+        path = Path(config)
+        where = str(path)
+        config = parse_json(read_text(path, "config"), path)
+        if not isinstance(config, Mapping):
+            raise ValueError(f"Expected a JSON object in config {path} but got {type(config).__name__}")
+    keys: dict[str, Any] = {}
+    for raw, value in config.items():
+        key = raw[2:] if isinstance(raw, str) and raw.startswith("--") else raw
+        if key not in KEYS:
+            continue
+        if key in keys and keys[key] != value:
+            raise ValueError(f"{where}: {key!r} is given twice (with and without '--') with different values")
+        keys[key] = value
+    return keys
+
+
+def _path_or_none(name: str, value: Any) -> str | os.PathLike | None:
+    if value is None or value is False:
+        return None
+    if value is True and name == "validation_prompt_library":
+        return "default"
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip():
+        return value
+    raise ValueError(f"Expected `{name}` to be a path{' or true/false' if name.startswith('validation') else ''} but got {value!r}")
+
+
+def callback_kwargs(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """``ClipScoreCallback`` keyword arguments from a config's evaluation keys.
+
+    Raises:
+        ValueError: for unknown values of these keys, naming the key and value.
+    """
+    keys = read_config(config)
+    evaluation_type = keys.get("evaluation_type", "clip")
+    if evaluation_type not in ("clip", "none", None) or isinstance(evaluation_type, bool):
+        raise ValueError(f"Expected `evaluation_type` to be 'clip' or 'none' but got {evaluation_type!r}")
+    report_to = keys.get("report_to", "all")
+    report_to = "none" if report_to is None else report_to
+    if not isinstance(report_to, str) or report_to not in REPORT_TO:
+        raise ValueError(f"Expected `report_to` to be one of {REPORT_TO} (or null) but got {report_to!r}")
+    model = keys.get("pretrained_evaluation_model_name_or_path")
+    if model is None:
+        model = DEFAULT_MODEL
+    elif not isinstance(model, (str, os.PathLike)) or not os.fspath(model).strip():
+        raise ValueError(f"Expected `pretrained_evaluation_model_name_or_path` to be a hub id or a path but got {model!r}")
+    enabled = evaluation_type == "clip"
+    library = _path_or_none("validation_prompt_library", keys.get("validation_prompt_library"))
+    user_library = _path_or_none("user_prompt_library", keys.get("user_prompt_library"))
+    kwargs: dict[str, Any] = {"model_name_or_path": model, "report_to": report_to, "enabled": enabled}
+    if user_library is not None and library is not None:
+        kwargs["prompts"] = load_prompt_library(user_library) + load_prompt_library(library)
+    elif user_library is not None or library is not None:
+        kwargs["prompts"] = user_library if user_library is not None else library
+    elif keys.get("validation_prompt_library") is False and enabled:
+        raise ValueError(
+            "validation_prompt_library is false and no user_prompt_library is set: CLIP evaluation needs prompts"
+        )
+    return kwargs

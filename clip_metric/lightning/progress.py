@@ -1,0 +1,43 @@
+"""A bar over the prompts of an evaluation, drawn by the trainer's own progress bar.
+
+TQDM and Rich bars get a line of their own below Lightning's; with another progress bar, or
+none, nothing is drawn (the callback still logs a start and a result line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+
+@contextlib.contextmanager
+def prompt_progress(trainer: Trainer, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; the bar closes on exit. A no-op off rank 0 or without a bar."""
+    bar = trainer.progress_bar_callback
+    if not trainer.is_global_zero or bar is None or not bar.is_enabled:
+        yield lambda n: None
+        return
+    if isinstance(bar, TQDMProgressBar):
+        tqdm = Tqdm(
+            desc=description, total=total, position=2 * bar.process_position + 1, leave=False,
+            dynamic_ncols=True, file=sys.stdout, unit="prompt",
+        )
+        try:
+            yield tqdm.update
+        finally:
+            tqdm.close()
+        return
+    progress = getattr(bar, "progress", None) if isinstance(bar, RichProgressBar) else None
+    if progress is None:
+        yield lambda n: None
+        return
+    task = progress.add_task(description, total=total)
+    try:
+        yield lambda n: progress.update(task, advance=n)
+    finally:
+        progress.remove_task(task)

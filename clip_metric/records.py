@@ -1,0 +1,225 @@
+"""Per-prompt score files: the one schema, its writer and its readers.
+
+The Lightning callback writes one file per evaluation, ``clip-metric score --output`` writes one
+per run, and ``clip-metric compare`` reads them. A file is JSON Lines: a header object first,
+then one row per scored prompt::
+
+    {"format": "clip-metric-scores", "version": 1, "rows": 2, "step": 100}
+    {"prompt_id": "animals-fox", "prompt": "a red fox in the snow", "seed": 1838700160, "score": 0.3121, "category": "animals"}
+    {"prompt_id": "vehicles-car", "prompt": "a blue car in the rain", "seed": 99, "score": 0.2873, "category": "vehicles"}
+
+The header says how many rows follow, so a reader refuses a file that lost its end; files are
+written to a temporary name and renamed into place, so a kill mid-write leaves the old file (or
+none), and a link planted at the destination is replaced, never followed. ``.csv`` output holds
+the same columns (no header object) for spreadsheets.
+
+Row fields: ``prompt_id`` (str), ``prompt`` (str), ``score`` (float on the run's scale),
+``seed`` (int or null), and optionally ``category`` (str or null) and ``file`` (the image path,
+for scored folders).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clip_metric.utilities.readers import iter_jsonl, located, read_table, read_text
+
+FORMAT = "clip-metric-scores"
+VERSION = 1
+COLUMNS = ("prompt_id", "prompt", "seed", "score", "category", "file")
+
+__all__ = ["COLUMNS", "FORMAT", "ScoreFile", "ScoreRecord", "read_scores", "write_scores"]
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """One scored prompt.
+
+    Example:
+        >>> ScoreRecord("fox", "a red fox", 0.31, seed=7).key
+        ('fox', 'a red fox', 7)
+    """
+
+    prompt_id: str
+    prompt: str
+    score: float
+    seed: int | None = None
+    category: str | None = None
+    file: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int | None]:
+        """What pairs two evaluations' rows: the same prompt (id and text) from the same seed."""
+        return (self.prompt_id, self.prompt, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {"prompt_id": self.prompt_id, "prompt": self.prompt, "seed": self.seed, "score": self.score}
+        if self.category is not None:
+            row["category"] = self.category
+        if self.file is not None:
+            row["file"] = self.file
+        return row
+
+
+@dataclass(frozen=True)
+class ScoreFile:
+    """A score file as read: where it is, its header and its rows."""
+
+    path: Path
+    records: tuple[ScoreRecord, ...]
+    step: int | None = None
+    header: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _check_record(record: Any) -> ScoreRecord:
+    if not isinstance(record, ScoreRecord):
+        raise ValueError(f"Expected ScoreRecord rows but got {type(record).__name__}")
+    if isinstance(record.score, bool) or not isinstance(record.score, (int, float)) or not math.isfinite(record.score):
+        raise ValueError(f"Expected a finite float score for prompt {record.prompt_id!r} but got {record.score!r}")
+    return record
+
+
+def write_scores(
+    path: str | os.PathLike,
+    records: Iterable[ScoreRecord],
+    *,
+    step: int | None = None,
+    header: Mapping[str, Any] | None = None,
+    exclusive: bool = False,
+) -> Path:
+    """Write a score file atomically (temporary file, then rename).
+
+    Args:
+        path: destination; ``.csv`` writes CSV columns, anything else JSON Lines with a header.
+        records: the rows.
+        step: the training step, recorded in the header.
+        header: more header fields (e.g. the run's scale).
+        exclusive: refuse to replace an existing file (``FileExistsError``), atomically.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: with ``exclusive=True``, if ``path`` exists.
+        ValueError: for a non-finite score.
+    """
+    path = Path(path)
+    rows = [_check_record(r).to_dict() for r in records]
+    if path.suffix.lower() == ".csv":
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        head = {"format": FORMAT, "version": VERSION, "rows": len(rows), "step": step, **dict(header or {})}
+        lines = [json.dumps(head, ensure_ascii=False, allow_nan=False)]
+        lines += [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in rows]
+        text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if exclusive:
+            # A hard link fails if the name exists: no check-then-write race with another run.
+            os.link(temporary, path)
+            os.unlink(temporary)
+        else:
+            os.replace(temporary, path)  # replaces a link at `path`, never writes through it
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def _text(row: Mapping[str, Any], name: str, path: Path, line: int, optional: bool = False) -> str | None:
+    value = row.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not optional and not value.strip()):
+        raise located(path, line, f"expected a non-empty string {name!r} but got {value!r}")
+    return value
+
+
+def _row_to_record(row: Mapping[str, Any], path: Path, line: int) -> ScoreRecord:
+    if not isinstance(row, Mapping):
+        raise located(path, line, f"expected a JSON object but got {type(row).__name__}")
+    score = row.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise located(path, line, f"expected a finite number 'score' but got {score!r}")
+    seed = row.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise located(path, line, f"expected an integer 'seed' (or null) but got {seed!r}")
+    prompt = _text(row, "prompt", path, line)
+    prompt_id = row.get("prompt_id", prompt)
+    if not isinstance(prompt_id, str) or not prompt_id:
+        raise located(path, line, f"expected a non-empty string 'prompt_id' but got {prompt_id!r}")
+    return ScoreRecord(
+        prompt_id, prompt, float(score), seed, _text(row, "category", path, line, True), _text(row, "file", path, line, True)
+    )
+
+
+def _csv_row(row: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+    out: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
+    for name, kind in (("score", float), ("seed", int)):
+        if out.get(name) is not None:
+            try:
+                out[name] = kind(out[name])
+            except ValueError:
+                raise located(path, line, f"expected a number {name!r} but got {row[name]!r}") from None
+    return out
+
+
+def read_scores(path: str | os.PathLike) -> ScoreFile:
+    """Read and check a score file.
+
+    Raises:
+        FileNotFoundError: if there is no file.
+        ValueError: naming the file and line, for a missing or foreign header, fewer or more rows
+            than the header announces (an incomplete file), a malformed row (non-finite or
+            boolean score, non-integer seed, missing prompt), or the same prompt and seed twice.
+    """
+    path = Path(path)
+    text = read_text(path, "score file")
+    if path.suffix.lower() == ".csv":
+        _, table = read_table(text, path, ",")
+        rows = [(line, _csv_row(row, path, line)) for line, row in table]
+        header: dict[str, Any] = {}
+    else:
+        lines = list(iter_jsonl(text, path))
+        if not lines or not isinstance(lines[0][1], Mapping) or lines[0][1].get("format") != FORMAT:
+            raise located(path, lines[0][0] if lines else None, f"not a clip-metric score file (no {FORMAT!r} header)")
+        header = dict(lines[0][1])
+        if header.get("version") != VERSION:
+            raise located(path, lines[0][0], f"unsupported score file version {header.get('version')!r}")
+        rows = lines[1:]
+        expected = header.get("rows")
+        if len(rows) != expected:
+            raise located(path, None, f"incomplete score file: the header announces {expected} rows but {len(rows)} follow")
+    records, seen = [], {}
+    for line, row in rows:
+        record = _row_to_record(row, path, line)
+        if record.key in seen:
+            raise located(
+                path, line,
+                f"prompt {record.prompt_id!r} with seed {record.seed} is scored twice (first on line {seen[record.key]})",
+            )
+        seen[record.key] = line
+        records.append(record)
+    step = header.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise located(path, 1, f"expected an integer 'step' in the header but got {step!r}")
+    return ScoreFile(path, tuple(records), step, header)

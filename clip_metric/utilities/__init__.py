@@ -1,0 +1,1 @@
+"""Internal utilities: argument checks, file readers, precision, random-number state, constants."""

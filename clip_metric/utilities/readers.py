@@ -1,0 +1,165 @@
+"""Readers for the text files users hand us: prompt libraries, caption tables, score files.
+
+One place decides how such files are read, so every loader behaves the same way: UTF-8 with or
+without a byte-order mark, errors that name the file and the line, duplicate keys and columns
+refused instead of silently resolved, strict CSV quoting, and linear cost in the file's size.
+Pure Python; no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def located(path: str | os.PathLike, where: str | int | None, problem: str) -> ValueError:
+    """``ValueError("<path>, line <n>: <problem>")``, the wording of every file error."""
+    if isinstance(where, int):
+        where = f"line {where}"
+    return ValueError(f"{path}, {where}: {problem}" if where else f"{path}: {problem}")
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """The text of a UTF-8 file, its byte-order mark removed.
+
+    Raises:
+        FileNotFoundError: if nothing is at ``path`` (a dangling link is named as one).
+        ValueError: if ``path`` is a directory or a special file (FIFO, device, socket), cannot
+            be read, or is not UTF-8 (naming the line).
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise FileNotFoundError(f"{what} {path} is a dangling symbolic link") from None
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except OSError as err:  # a link loop, a permission problem, ...
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        # Opening a FIFO would block until someone writes to it.
+        raise ValueError(f"{what} {path} is not a regular file")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise located(path, line, f"not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def _line_of_nth(text: str, key: str, n: int) -> int | None:
+    """Line of the ``n``-th (1-based) occurrence of ``key`` as a JSON object key, or None."""
+    pattern = re.compile(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:")
+    for count, match in enumerate(pattern.finditer(text), start=1):
+        if count == n:
+            return text.count("\n", 0, match.start()) + 1
+    return None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, occurrences_before: int) -> None:
+        self.key = key
+        self.occurrences_before = occurrences_before
+
+
+def parse_json(text: str, path: str | os.PathLike, first_line: int = 1) -> Any:
+    """Parse JSON, refusing duplicate keys at any depth and absurd nesting.
+
+    Args:
+        text: the JSON text.
+        path: named in errors.
+        first_line: line number of the text's first line (for JSON Lines).
+
+    Raises:
+        ValueError: naming the line for invalid JSON, a duplicate key, NaN/Infinity literals,
+            or nesting too deep to parse.
+    """
+    counts: dict[str, int] = {}
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            counts[key] = counts.get(key, 0) + 1
+            if key in result:
+                raise _DuplicateKey(key, counts[key])
+            result[key] = value
+        return result
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs_hook, parse_constant=refuse_constant)
+    except json.JSONDecodeError as err:
+        raise located(path, first_line + err.lineno - 1, f"invalid JSON: {err.msg} (column {err.colno})") from None
+    except _DuplicateKey as dup:
+        # Keys are counted in the order the parser closes objects, so the line is a best effort.
+        line = _line_of_nth(text, dup.key, dup.occurrences_before)
+        where = first_line + line - 1 if line is not None else first_line
+        raise located(path, where, f"duplicate key {dup.key!r}") from None
+    except RecursionError:
+        raise located(path, first_line, "JSON nested too deeply to read") from None
+    except ValueError as err:  # NaN / Infinity literals
+        raise located(path, first_line, f"invalid JSON: {err} is not a number JSON allows") from None
+
+
+def iter_jsonl(text: str, path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line_number, value)`` for every non-blank line of a JSON Lines text."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield number, parse_json(line, path, first_line=number)
+
+
+def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A CSV or TSV text with a header row: the column names as written and the rows.
+
+    TSV has no quoting convention (fields cannot hold tabs), so quotes inside TSV fields are kept
+    verbatim; CSV uses standard double-quote escaping, parsed strictly (a stray or unclosed quote
+    is an error naming the line where its field starts). Blank lines are skipped; a text with
+no header gives no columns and no rows. Each row is a
+    ``{lower-cased column: value}`` dict with the line number it starts on.
+
+    Raises:
+        ValueError: for malformed quoting, empty or duplicate column names
+            (compared case-insensitively), or a row with more fields than the header.
+    """
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    header: list[str] | None = None
+    names: list[str] = []
+    rows: list[tuple[int, dict[str, str]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in cells):
+                continue
+            if header is None:
+                header = [cell.strip() for cell in cells]
+                names = [cell.lower() for cell in header]
+                seen: dict[str, int] = {}
+                for index, name in enumerate(names):
+                    if not name:
+                        raise located(path, line, f"header column {index + 1} has no name")
+                    if name in seen:
+                        raise located(path, line, f"duplicate column {cells[index].strip()!r} in the header")
+                    seen[name] = index
+                continue
+            if len(cells) > len(header):
+                raise located(path, line, f"{len(cells)} fields but the header has {len(header)} columns")
+            rows.append((line, dict(zip(names, cells))))
+    except csv.Error as err:
+        raise located(path, start, f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {err}") from None
+    return header or [], rows

@@ -1,0 +1,354 @@
+from __future__ import annotations
+
+import json
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from clip_metric import ClipEncoder, ClipScoreCallback
+from clip_metric.prompts import load_prompt_library
+from clip_metric.records import read_scores
+from _helpers.t2i import TinyTextToImage
+
+PROMPTS = [
+    "a red circle on a blue background",
+    "two green squares",
+    "a yellow triangle at the top",
+    "a photo of a cat",
+    "a bowl of soup",
+    "a blue car in the rain",
+    "three purple stars",
+]
+
+
+def _trainer(tmp_path, callback, **kwargs):
+    defaults = dict(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=TensorBoardLogger(tmp_path, name="tb"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        devices=1,
+        deterministic=True,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(callbacks=[callback] + defaults.pop("extra_callbacks", []), **defaults)
+
+
+def _read_tensorboard(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_clip_dir):
+    return ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
+
+
+def test_fit_logs_clip_keys_skipping_sanity_check(tmp_path, tiny_clip_dir, encoder):
+    pl.seed_everything(0)
+    module = TinyTextToImage()
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS, batch_size=3, precision="32")
+    trainer = _trainer(tmp_path, callback)
+    trainer.fit(module)
+
+    assert len(callback.history) == 2  # two epochs; the sanity check was skipped
+    events = _read_tensorboard(trainer.logger.log_dir)
+    tags = events.Tags()
+    for key in ("mean", "min", "max", "std", "count"):
+        scalars = events.Scalars(f"clip/{key}")
+        assert [s.step for s in scalars] == [1, 3]  # Lightning's step for validation-end logging
+    assert [h.step for h in events.Histograms("clip/scores")] == [1, 3]
+    assert {"clip/best", "clip/worst"} <= set(tags["images"])
+    assert events.Scalars("clip/count")[-1].value == len(PROMPTS)
+
+    # The last logged mean is the CLIP score of what the trained module generates now.
+    module.eval()
+    seeds = [p.seed for p in load_prompt_library(PROMPTS)]
+    with torch.no_grad():
+        expected = encoder.score(module.generate_images(PROMPTS, seeds), PROMPTS)
+    assert events.Scalars("clip/mean")[-1].value == pytest.approx(float(expected.mean()), abs=1e-5)
+    assert events.Scalars("clip/min")[-1].value == pytest.approx(float(expected.min()), abs=1e-5)
+
+    # Generation ran in eval mode without gradients; training mode was given back.
+    assert module.generate_calls and all(call == (False, False) for call in module.generate_calls)
+
+    # Per-prompt scores were saved beside the logs, one file per evaluation.
+    files = sorted((tmp_path / "tb" / "version_0" / "clip_scores").glob("step-*.jsonl"))
+    assert [f.name for f in files] == ["step-00000001.jsonl", "step-00000003.jsonl"]
+    scores = read_scores(files[-1])
+    rows = scores.records
+    assert [r.prompt for r in rows] == PROMPTS and scores.step == 3
+    assert [r.seed for r in rows] == seeds
+    assert sum(r.score for r in rows) / len(rows) == pytest.approx(float(expected.mean()), abs=1e-5)
+
+
+def _final_params(tmp_path, with_callback, tiny_clip_dir):
+    pl.seed_everything(123)
+    module = TinyTextToImage()
+    callbacks = [ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS, precision="32")] if with_callback else []
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=1, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        callbacks=callbacks, accelerator="cpu", devices=1,
+    )
+    trainer.fit(module)
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_callback_does_not_change_training_trajectory(tmp_path, tiny_clip_dir):
+    without = _final_params(tmp_path / "a", False, tiny_clip_dir)
+    with_callback = _final_params(tmp_path / "b", True, tiny_clip_dir)
+    assert all(torch.equal(a, b) for a, b in zip(without, with_callback))
+
+
+def test_module_modes_are_restored_per_submodule(tmp_path, tiny_clip_dir):
+    module = TinyTextToImage()
+    module.embed.eval()  # a frozen part stays in eval mode after evaluation
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:2], precision="32")
+    trainer = _trainer(tmp_path, callback, max_epochs=1)
+    trainer.fit(module)
+    assert module.training and module.decoder.training and not module.embed.training
+
+
+def test_validate_logs_and_early_stopping_can_monitor(tmp_path, tiny_clip_dir):
+    module = TinyTextToImage()
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS, precision="32")
+    trainer = _trainer(tmp_path, callback)
+    (results,) = trainer.validate(module)
+    assert results["clip/count"] == len(PROMPTS)
+    assert not math.isnan(results["clip/mean"])
+
+    stopper = EarlyStopping(monitor="clip/mean", mode="max", patience=0, min_delta=1.0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="clip/mean", mode="max")
+    trainer = _trainer(tmp_path, ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS, precision="32"),
+                       max_epochs=5, extra_callbacks=[stopper, checkpoint], enable_checkpointing=True)
+    trainer.fit(TinyTextToImage())
+    assert trainer.current_epoch < 5 and stopper.stopped_epoch > 0
+    assert checkpoint.best_model_score is not None
+
+
+def test_every_n_train_steps_logs_at_those_steps(tmp_path, tiny_clip_dir):
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:3], every_n_train_steps=2, precision="32")
+    trainer = _trainer(tmp_path, callback, max_epochs=1, limit_train_batches=4,
+                       logger=CSVLogger(tmp_path, name="csv"), log_every_n_steps=50)
+    trainer.fit(TinyTextToImage())
+    assert [h["step"] for h in callback.history] == [2, 4]
+    lines = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    steps = sorted({int(r["step"]) for r in rows if r.get("clip/mean")})
+    assert steps == [2, 4]
+    assert "clip/mean" in trainer.callback_metrics
+
+
+def test_checkpoint_holds_no_clip_weights_and_resume_restores_state(tmp_path, tiny_clip_dir):
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:3], precision="32")
+    trainer = _trainer(tmp_path, callback, max_epochs=1, enable_checkpointing=True,
+                       extra_callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt")])
+    trainer.fit(TinyTextToImage())
+    (path,) = (tmp_path / "ckpt").glob("*.ckpt")
+    checkpoint = torch.load(path, weights_only=False)
+    assert set(checkpoint["state_dict"]) == {"embed.weight", "decoder.weight", "decoder.bias"}
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if "ClipScoreCallback" in k]
+    assert set(state) == {"last_step_evaluated", "history"} and len(state["history"]) == 1
+    assert len(json.dumps(state)) < 1000
+
+    resumed = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:3], precision="32")
+    trainer = _trainer(tmp_path, resumed, max_epochs=2)
+    trainer.fit(TinyTextToImage(), ckpt_path=path)
+    assert [h["step"] for h in resumed.history] == [1, 3]
+
+
+def test_load_state_dict_is_tolerant():
+    callback = ClipScoreCallback(prompts=["a cat"])
+    callback.load_state_dict({"unknown": 1})
+    assert callback.history == [] and callback._last_step_evaluated == -1
+    callback.load_state_dict({"history": [{"step": 3, "clip/mean": 0.3}, "junk"], "last_step_evaluated": 3})
+    assert callback.history == [{"step": 3, "clip/mean": 0.3}]
+
+
+def test_encoder_is_loaded_lazily_and_not_a_module_parameter(tmp_path, tiny_clip_dir):
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:2], precision="32")
+    assert callback.encoder is None
+    module = TinyTextToImage()
+    trainer = _trainer(tmp_path, callback, max_epochs=1)
+    trainer.fit(module)
+    assert callback.encoder is not None
+    assert len(list(module.parameters())) == 3
+
+
+def test_missing_generator_fails_at_setup(tmp_path, tiny_clip_dir):
+    class NoGenerate(TinyTextToImage):
+        generate_images = None
+
+    trainer = _trainer(tmp_path, ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:2]), max_epochs=1)
+    with pytest.raises(TypeError, match="generate_images"):
+        trainer.fit(NoGenerate())
+
+
+def test_generate_fn_is_used_and_failures_surface(tmp_path, tiny_clip_dir):
+    seen = []
+
+    def generate(module, prompts, seeds):
+        seen.append((list(prompts), list(seeds)))
+        return torch.zeros(len(prompts), 3, 16, 16, dtype=torch.uint8)
+
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:2], generate_fn=generate, precision="32")
+    _trainer(tmp_path, callback).validate(TinyTextToImage())
+    assert seen and seen[0][1] == [p.seed for p in load_prompt_library(PROMPTS[:2])]
+
+    def bad(module, prompts, seeds):
+        return torch.zeros(len(prompts) + 1, 3, 16, 16, dtype=torch.uint8)
+
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:2], generate_fn=bad, precision="32")
+    with pytest.raises(ValueError, match="3 images and 2 prompts"):
+        _trainer(tmp_path, callback).validate(TinyTextToImage())
+
+
+def test_disabled_callback_does_nothing(tmp_path):
+    callback = ClipScoreCallback(prompts=PROMPTS, enabled=False)
+    trainer = _trainer(tmp_path, callback, max_epochs=1)
+    trainer.fit(TinyTextToImage())
+    assert callback.history == [] and callback.encoder is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"every_n_epochs": 1, "every_n_train_steps": 5}, "only one of"),
+        ({"every_n_train_steps": -2}, "every_n_train_steps"),
+        ({"report_to": "mlflow"}, "report_to"),
+        ({"attention_policy": "off"}, "attention_policy"),
+        ({"precision": "int4"}, "precision"),
+        ({"scale": "percent"}, "scale"),
+        ({"num_logged_images": -1}, "num_logged_images"),
+        ({"generate_fn": "not callable"}, "callable"),
+        ({"prompts": []}, "no prompts|empty"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    kwargs.setdefault("prompts", ["a cat"])
+    with pytest.raises(ValueError, match=message):
+        ClipScoreCallback(**kwargs)
+
+
+def test_bad_library_file_is_named(tmp_path):
+    path = tmp_path / "library.json"
+    path.write_text('{"a": {"prompt": ""}}')
+    with pytest.raises(ValueError, match="library.json"):
+        ClipScoreCallback(prompts=str(path))
+
+
+def test_from_config_reads_source_keys(tmp_path, tiny_clip_dir):
+    library = tmp_path / "user.json"
+    library.write_text(json.dumps({"cat": "a photo of a cat", "dog": {"prompt": "a dog"}}))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "evaluation_type": "clip",
+        "pretrained_evaluation_model_name_or_path": str(tiny_clip_dir),
+        "report_to": "tensorboard",
+        "user_prompt_library": str(library),
+        "learning_rate": 1e-4,
+    }))
+    callback = ClipScoreCallback.from_config(config, precision="32")
+    assert callback.enabled and callback.report_to == "tensorboard"
+    assert [p.text for p in callback.prompt_library] == ["a photo of a cat", "a dog"]
+    assert callback.model_name_or_path == str(tiny_clip_dir)
+
+    both = ClipScoreCallback.from_config({"user_prompt_library": str(library), "validation_prompt_library": True})
+    assert len(both.prompt_library) > 100
+    assert not ClipScoreCallback.from_config({"evaluation_type": "none"}).enabled
+    assert len(ClipScoreCallback.from_config({"validation_prompt_library": True}).prompt_library) >= 120
+
+
+def test_from_config_combines_libraries_and_refuses_none(tmp_path):
+    user = tmp_path / "user.json"
+    user.write_text(json.dumps({"cat": "a photo of a cat"}))
+    library = tmp_path / "library.txt"
+    library.write_text("a dog\na bird\n")
+    callback = ClipScoreCallback.from_config(
+        {"user_prompt_library": str(user), "validation_prompt_library": str(library)}
+    )
+    assert [p.text for p in callback.prompt_library] == ["a photo of a cat", "a dog", "a bird"]
+    with pytest.raises(ValueError, match="needs prompts"):
+        ClipScoreCallback.from_config({"validation_prompt_library": False})
+    assert not ClipScoreCallback.from_config({"evaluation_type": "none", "validation_prompt_library": False}).enabled
+
+
+def test_encoder_with_precision_is_refused(encoder):
+    with pytest.raises(ValueError, match="would be ignored"):
+        ClipScoreCallback(encoder, prompts=["a cat"], precision="32")
+    with pytest.raises(ValueError, match="prefix"):
+        ClipScoreCallback(prompts=["a cat"], prefix=3)
+
+
+def test_best_and_worst_captions_use_the_score_scale(tmp_path):
+    import random
+
+    from clip_metric.demos import shapes
+    from clip_metric.demos.tiny_clip import embedded_model_path
+
+    rng = random.Random(0)
+    scenes = {shapes.caption(s): s for s in (shapes.random_scene(rng) for _ in range(6))}
+
+    def draw(module, prompts, seeds):  # images that match their prompts: positive cosines
+        return shapes.draw_scenes([scenes[p] for p in prompts])
+
+    callback = ClipScoreCallback(embedded_model_path(), prompts=list(scenes), generate_fn=draw, precision="32",
+                                 scale="torchmetrics", num_logged_images=2)
+    trainer = _trainer(tmp_path, callback)
+    trainer.validate(TinyTextToImage())
+    events = _read_tensorboard(trainer.logger.log_dir)
+    (event,) = events.Tensors("clip/best_prompts/text_summary")
+    best_text = event.tensor_proto.string_val[0].decode()
+    rows = read_scores(next(tmp_path.rglob("step-*.jsonl"))).records
+    best = max(rows, key=lambda r: r.score)
+    assert best.score > 1.0  # on the x100 scale
+    assert best_text.startswith(f"1. {best.score:.4f} | {best.prompt}")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"evaluation_type": "fid"}, "`evaluation_type` to be 'clip' or 'none' but got 'fid'"),
+        ({"report_to": "comet"}, "`report_to` to be one of .* but got 'comet'"),
+        ({"validation_prompt_library": 5}, "`validation_prompt_library` to be a path or true/false but got 5"),
+    ],
+)
+def test_from_config_rejects_unknown_values(config, message):
+    with pytest.raises(ValueError, match=message):
+        ClipScoreCallback.from_config(config)
+
+
+def test_from_config_invalid_json(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="config.json"):
+        ClipScoreCallback.from_config(path)
+
+
+def test_per_category_means_are_logged(tmp_path, tiny_clip_dir):
+    library = {
+        "a": {"prompt": "a red circle", "category": "shapes"},
+        "b": {"prompt": "a blue square", "category": "shapes"},
+        "c": {"prompt": "a photo of a cat", "category": "animals"},
+    }
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=library, precision="32")
+    (results,) = _trainer(tmp_path, callback).validate(TinyTextToImage())
+    rows = {r.prompt_id: r.score for r in read_scores(next(tmp_path.rglob("step-*.jsonl"))).records}
+    assert results["clip/category/shapes"] == pytest.approx((rows["a"] + rows["b"]) / 2, abs=1e-5)
+    assert results["clip/category/animals"] == pytest.approx(rows["c"], abs=1e-5)
