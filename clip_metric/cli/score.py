@@ -62,10 +62,12 @@ def _load_image(path: Path) -> Any:
 def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: argparse.Namespace) -> dict | None:
     from tqdm.auto import tqdm
 
+    from clip_metric.encoder import ClipEncoder
     from clip_metric.metric import ClipScore
 
-    metric = ClipScore(args.model, precision=args.precision, keep_scores=True)
-    metric = metric.to(fabric.device)
+    quiet = args.quiet or fabric.global_rank != 0
+    encoder = ClipEncoder.from_pretrained(args.model, precision=args.precision, quiet=quiet)
+    metric = ClipScore(encoder, keep_scores=True).to(fabric.device)
     indices = list(range(fabric.global_rank, len(images), fabric.world_size))
     if indices:
         metric.encoder.cache_prompts([prompts[i] for i in indices])

@@ -1,0 +1,159 @@
+"""What ``clip-metric`` does with awkward inputs: links, special files, bad outputs, bad options."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_metric import __version__
+from clip_metric.cli import main
+from clip_metric.records import read_scores
+
+
+def _image(path, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture()
+def captioned(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        _image(folder / f"img{i}.png", seed=i)
+        (folder / f"img{i}.txt").write_text(f"caption {i}")
+    return folder
+
+
+def _score(folder, model, *extra):
+    return main(["score", str(folder), "--model", str(model), "--precision", "32", "--quiet", *extra])
+
+
+def test_version_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--batch-size" in help_text and "(default: 32)" in help_text
+
+
+@pytest.mark.parametrize("option", ["--devices", "--batch-size"])
+def test_non_positive_counts_show_the_sub_command_usage(option, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", str(tmp_path), option, "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "clip-metric score" in err and f"{option}: expected a positive integer but got '0'" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1000000000"])
+def test_bootstrap_is_bounded(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(tmp_path), "--bootstrap", value])
+    assert exit_info.value.code == 2 and "--bootstrap" in capsys.readouterr().err
+
+
+def test_output_naming_an_input_image_is_refused_before_scoring(captioned, tiny_clip_dir, capsys):
+    target = captioned / "img1.png"
+    before = target.read_bytes()
+    assert _score(captioned, tiny_clip_dir, "--output", str(target)) == 2
+    assert "is one of the input images" in capsys.readouterr().err
+    assert target.read_bytes() == before
+
+
+def test_output_that_is_a_directory_is_refused_before_scoring(captioned, tiny_clip_dir, tmp_path, capsys):
+    assert _score(captioned, tiny_clip_dir, "--output", str(tmp_path)) == 2
+    captured = capsys.readouterr()
+    assert "is a directory" in captured.err and "clip/mean" not in captured.out
+
+
+def test_output_that_cannot_be_written_is_refused_before_scoring(captioned, tiny_clip_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the output's folder would have to be
+    assert _score(captioned, tiny_clip_dir, "--output", str(blocker / "scores.csv")) == 2
+    captured = capsys.readouterr()
+    assert "cannot be written" in captured.err and "clip/mean" not in captured.out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_named_pipe_with_an_image_name_is_skipped_not_opened(captioned, tiny_clip_dir, capsys):
+    os.mkfifo(captioned / "pipe.png")
+    (captioned / "pipe.txt").write_text("a pipe")
+    assert _score(captioned, tiny_clip_dir) == 0  # would block forever if the pipe were opened
+    captured = capsys.readouterr()
+    assert "pipe.png: not a regular file" in captured.err and "clip/count  3" in captured.out
+
+
+def test_symbolic_links_are_images_of_their_own_with_the_caption_beside_them(captioned, tiny_clip_dir, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("a", "b"):
+        (links / f"{name}.png").symlink_to(captioned / "img0.png")
+        (links / f"{name}.txt").write_text(f"link {name}")
+    (links / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (links / "loop.png").symlink_to(links / "loop.png")
+    out = tmp_path / "scores.jsonl"
+    assert _score(links, tiny_clip_dir, "--output", str(out)) == 0
+    rows = read_scores(out).records
+    assert [(os.path.basename(r.file), r.prompt) for r in rows] == [("a.png", "link a"), ("b.png", "link b")]
+
+
+def test_dangling_and_looping_links_are_named(captioned, tiny_clip_dir, tmp_path, capsys):
+    (captioned / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (captioned / "loop.png").symlink_to(captioned / "loop.png")
+    assert _score(captioned, tiny_clip_dir) == 0
+    err = capsys.readouterr().err
+    assert "dangling.png: dangling symbolic link" in err and "loop.png: cannot be read" in err
+
+
+def test_caption_file_with_a_byte_order_mark(captioned, tiny_clip_dir, tmp_path):
+    (captioned / "img0.txt").write_bytes("\ufeffcaption 0".encode("utf-8"))
+    out = tmp_path / "scores.jsonl"
+    assert _score(captioned, tiny_clip_dir, "--output", str(out)) == 0
+    assert read_scores(out).records[0].prompt == "caption 0"
+
+
+def test_unreadable_caption_skips_its_image_only(captioned, tiny_clip_dir, capsys):
+    (captioned / "img1.txt").write_bytes(b"caf\xe9")
+    assert _score(captioned, tiny_clip_dir) == 0
+    captured = capsys.readouterr()
+    assert "img1.png: its caption cannot be read" in captured.err and "clip/count  2" in captured.out
+
+
+def test_a_file_captioned_twice_is_an_error(captioned, tiny_clip_dir, tmp_path, capsys):
+    prompts = tmp_path / "captions.jsonl"
+    prompts.write_text("".join(json.dumps({"file_name": "img0.png", "text": t}) + "\n" for t in ("first", "second")))
+    assert _score(captioned, tiny_clip_dir, "--prompts", str(prompts)) == 2
+    assert "line 2: 'img0.png' is captioned twice" in capsys.readouterr().err
+
+
+def test_empty_folder_says_no_images(tmp_path, tiny_clip_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _score(tmp_path / "empty", tiny_clip_dir) == 2
+    assert "error: no images found" in capsys.readouterr().err
+
+
+def test_one_image_has_no_interval(captioned, tiny_clip_dir, capsys):
+    assert _score(captioned / "img0.png", tiny_clip_dir) == 0
+    assert "95% CI of the mean: n/a" in capsys.readouterr().out
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(captioned, tiny_clip_dir, capsys):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert _score(captioned, tiny_clip_dir, "--accelerator", "cuda") == 2
+    assert "error: --accelerator cuda: no CUDA device" in capsys.readouterr().err
+
+
+def test_missing_model_directory_is_named_as_missing(captioned, tmp_path, capsys):
+    assert _score(captioned, tmp_path / "no-model") == 2
+    assert "no-model': no such directory" in capsys.readouterr().err
