@@ -10,7 +10,9 @@ against it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +25,10 @@ ValueRange = tuple[float, float]
 # Float images may overshoot their declared range by this fraction of its width (rounding in a
 # VAE decode, say) before they are refused; whatever passes is clamped into the range.
 _RANGE_TOLERANCE = 1e-3
+
+# Above this many resized pixels, only the window the center crop keeps is resized (a tiny file
+# with an extreme aspect ratio must not demand gigabytes).
+_MAX_RESIZED_PIXELS = 4096 * 4096
 
 # Pillow's resampling codes, as stored in Hugging Face image-processor configs.
 _PIL_RESAMPLE_TO_TORCH = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
@@ -43,6 +49,8 @@ def check_value_range(value_range: Any) -> ValueRange:
         low, high = (float(v) for v in value_range)
     except (TypeError, ValueError):
         raise ValueError(f"Expected `value_range` to be a pair (low, high) but got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"Expected `value_range` with finite bounds but got {value_range!r}")
     if not low < high:
         raise ValueError(f"Expected `value_range` with low < high but got {value_range!r}")
     return low, high
@@ -60,8 +68,10 @@ def _suggest_range(vmin: float, vmax: float) -> str:
 
 def _from_numpy(array: np.ndarray) -> Tensor:
     """Numpy images are channels-last: (H, W), (H, W, C) or (N, H, W, C)."""
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.uint8):
-        raise ValueError(f"Expected numpy images of dtype uint8 or float but got {array.dtype}")
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"Expected numpy images of an integer (0-255) or float dtype but got {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
+        array = _integers_to_uint8(array)
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory (PIL's buffers)
         array = array.copy()
     tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -77,11 +87,64 @@ def _from_numpy(array: np.ndarray) -> Tensor:
     )
 
 
+def _integers_to_uint8(array: Any) -> Any:
+    """Integer pixels of any integer dtype, checked to lie in 0-255, as uint8 (numpy or torch)."""
+    is_numpy = isinstance(array, np.ndarray)
+    empty = array.size == 0 if is_numpy else array.numel() == 0
+    wide = array if is_numpy else array.to(torch.int64)  # min/max of every integer dtype
+    low, high = (0, 0) if empty else (int(wide.min()), int(wide.max()))
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"Expected integer images with values in 0-255 but got values in [{low}, {high}] "
+            f"(dtype {array.dtype}); for 16-bit images divide by 257 first, or pass floats with `value_range`"
+        )
+    return array.astype(np.uint8) if is_numpy else array.to(torch.uint8)
+
+
+# PIL modes holding 16-bit or 32-bit integer pixels; 16-bit PNGs open as one of these.
+_PIL_WIDE_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def _from_pil(image: Any) -> Tensor:
-    # "RGBA" and "LA" lose their alpha channel (no compositing), like PIL's own convert("RGB").
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    return _from_numpy(np.asarray(image))
+    """A PIL image as a tensor, as the Hugging Face processor reads it.
+
+    Transparency (an alpha band, or a palette's transparent colour) is composited onto white;
+    16-bit images are rounded to 8 bits (``v * 255 / 65535``); ``"F"`` images are floats and go
+    through ``value_range`` like float tensors.
+    """
+    mode = image.mode
+    if mode in ("RGB", "L"):
+        return _from_numpy(np.asarray(image))
+    if mode in _PIL_WIDE_INTEGER_MODES:
+        values = np.asarray(image).astype(np.int64)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise ValueError(
+                f"Expected a PIL image of mode {mode!r} with 16-bit values (0-65535) but got values in [{low}, {high}]"
+            )
+        return _from_numpy(((values * 255 + 32767) // 65535).astype(np.uint8))
+    if mode == "F":
+        return _from_numpy(np.asarray(image, dtype=np.float32))
+    try:
+        if "A" in image.getbands() or image.info.get("transparency") is not None:
+            from PIL import Image
+
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return _from_numpy(np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))
+        return _from_numpy(np.asarray(image.convert("RGB")))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"Expected a PIL image convertible to RGB but got mode {mode!r} ({err})") from None
+
+
+def _check_storage(tensor: Tensor) -> None:
+    """Refuse tensors whose pixels cannot be read: nested, sparse or on the meta device."""
+    if getattr(tensor, "is_nested", False):
+        raise ValueError("Expected a dense image tensor but got a nested tensor; pass a list of (C, H, W) tensors")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"Expected a dense (strided) image tensor but got layout {tensor.layout}; call `.to_dense()`")
+    if tensor.device.type == "meta":
+        raise ValueError("Expected an image tensor with data but got a tensor on the meta device")
 
 
 def _check_tensor_image(tensor: Tensor, batched: bool) -> None:
@@ -96,15 +159,20 @@ def _check_tensor_image(tensor: Tensor, batched: bool) -> None:
         )
     if tensor.shape[-1] == 0 or tensor.shape[-2] == 0:
         raise ValueError(f"Expected images with non-zero height and width but got {tuple(tensor.shape)}")
-    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
-        raise ValueError(f"Expected images of dtype uint8 or a float dtype but got {tensor.dtype}")
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise ValueError(f"Expected images of an integer (0-255) or float dtype but got {tensor.dtype}")
 
 
 def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False) -> Tensor:
     """(N, C, H, W) uint8 or float -> (N, 3, H, W) float32 in [0, 1] (or uint8, if kept)."""
     channels = images.shape[1]
+    if not images.is_floating_point() and images.dtype != torch.uint8:
+        images = _integers_to_uint8(images)
     if channels == 4:
-        images = images[:, :3]
+        images = _composite_on_white(images, value_range)
+        if images.is_floating_point():
+            return images  # already RGB in [0, 1]
+        channels = 3
     if images.dtype == torch.uint8:
         if keep_uint8:
             return images.expand(-1, 3, -1, -1).contiguous() if channels == 1 else images
@@ -129,15 +197,34 @@ def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False)
     return images
 
 
+def _composite_on_white(images: Tensor, value_range: ValueRange) -> Tensor:
+    """RGBA -> RGB over a white background, as the Hugging Face processor does.
+
+    uint8 stays uint8 (rounded to nearest, as Pillow's ``alpha_composite`` does, within one
+    level); floats are mapped to ``[0, 1]`` first (range-checked) and returned as RGB in
+    ``[0, 1]``.
+    """
+    if images.dtype == torch.uint8:
+        rgb, alpha = images[:, :3].float(), images[:, 3:].float()
+        out = (rgb * alpha + 255.0 * (255.0 - alpha)) / 255.0
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    rgba = _to_rgb01(images[:, :3], value_range), _to_rgb01(images[:, 3:], value_range)[:, :1]
+    rgb, alpha = rgba
+    return rgb * alpha + (1.0 - alpha)
+
+
 def standardize_images(
     images: Any, value_range: Any = (0.0, 1.0), device: torch.device | None = None, keep_uint8: bool = False
 ) -> list[Tensor]:
     """Turn any supported image input into float RGB batches in ``[0, 1]`` on ``device``.
 
     Supported inputs: a uint8 tensor (values 0-255) or float tensor (values in ``value_range``)
-    of shape ``(N, C, H, W)`` or ``(C, H, W)``; a PIL image; a numpy array ``(H, W)``,
+    of shape ``(N, C, H, W)`` or ``(C, H, W)`` (integer tensors of any integer dtype with values
+    in 0-255 count as uint8); a PIL image (any mode convertible to RGB; transparency composited
+    onto white, 16-bit modes rounded to 8 bits, mode ``"F"`` as floats); a numpy array ``(H, W)``,
     ``(H, W, C)`` or ``(N, H, W, C)``; or a list/tuple of any of these, possibly of different
-    sizes. ``C`` may be 1 (grayscale, repeated to RGB), 3, or 4 (RGBA, alpha dropped).
+    sizes. ``C`` may be 1 (grayscale, repeated to RGB), 3, or 4 (RGBA, composited onto white as
+    the Hugging Face processor does).
 
     Args:
         images: the images, in one of the forms above.
@@ -154,8 +241,9 @@ def standardize_images(
         tensor gives a one-element list).
 
     Raises:
-        ValueError: for an empty input, wrong rank or channel count, unsupported dtype,
-            NaN/Inf pixels, or float values outside ``value_range``.
+        ValueError: for an empty input, wrong rank or channel count, unsupported dtype or
+            storage (nested, sparse, meta), NaN/Inf pixels, integers outside 0-255, or float
+            values outside ``value_range``; each message names the shape, dtype or values.
 
     Example:
         >>> import torch
@@ -164,6 +252,13 @@ def standardize_images(
         [(2, 3, 8, 8)]
     """
     value_range = check_value_range(value_range)
+    if isinstance(images, Tensor):
+        _check_storage(images)
+    if isinstance(images, Tensor) and images.ndim != 3 and images.ndim != 4:
+        raise ValueError(
+            f"Expected a batch of images of shape (N, C, H, W) or one image (C, H, W) but got shape "
+            f"{tuple(images.shape)}"
+        )
     if isinstance(images, Tensor) and images.ndim == 4:
         raw = [images]
     elif isinstance(images, np.ndarray) and images.ndim == 4:
@@ -199,6 +294,7 @@ def standardize_images(
 def _single_image(image: Any, index: int | None = None) -> Tensor:
     where = "" if index is None else f" at position {index}"
     if isinstance(image, Tensor):
+        _check_storage(image)
         if image.ndim != 3:
             raise ValueError(f"Expected an image of shape (C, H, W){where} but got {tuple(image.shape)}")
         _check_tensor_image(image, batched=False)
@@ -218,9 +314,10 @@ class ImageTransform:
 
     Resizing uses :func:`torch.nn.functional.interpolate` with ``antialias=True`` (bicubic for
     CLIP, as its processor's ``resample=3`` asks), which follows Pillow's filter on downscaling.
-    uint8 images on the CPU are resized in uint8, rounded and clamped as Pillow does; float images
-    (and uint8 images on a GPU) are resized in float32 and clamped to ``[0, 1]``, which differs
-    from Pillow by its rounding to uint8 only.
+    uint8 images on the CPU are resized in uint8 with torch's antialiased uint8 kernel (close to
+    Pillow's bicubic filter, not identical: a few pixels differ by 1-2 levels); float images
+    (and uint8 images on a GPU) are resized in float32 and clamped to ``[0, 1]``, with no
+    rounding to uint8 on the way.
 
     Args:
         shortest_edge: resize so the shorter side has this length (CLIP), or None.
@@ -278,18 +375,62 @@ class ImageTransform:
             images = images.float().div_(255.0)  # uint8 resizing is a CPU kernel
         height, width = images.shape[-2:]
         new_h, new_w = self.output_size(height, width)
-        if (new_h, new_w) != (height, width):
-            antialias = self.interpolation != "nearest"
-            # uint8 on the CPU: torch's antialiased uint8 kernel, rounding like Pillow, ~10x faster.
-            images = F.interpolate(images, size=(new_h, new_w), mode=self.interpolation, antialias=antialias)
-            if images.is_floating_point():
-                images = images.clamp_(0.0, 1.0)
+        if new_h * new_w > _MAX_RESIZED_PIXELS:
+            images = self._resize_kept_window(images, new_h, new_w)
+        elif (new_h, new_w) != (height, width):
+            images = self._resize(images, new_h, new_w)
         if self.crop is not None:
             images = _center_crop(images, self.crop)
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
         mean, std = self._constants(images.device)
         return (images - mean) / std
+
+    def _resize_kept_window(self, images: Tensor, new_h: int, new_w: int) -> Tensor:
+        """Resize only what the center crop keeps, for images of extreme aspect ratio.
+
+        Resizing a 1 x 1,000,000 image to a shortest edge of 224 would need hundreds of
+        gigabytes, and only its middle survives the crop. Along such an axis the source is cut
+        to a window that starts on a multiple of the resampling period and reaches past the kept
+        pixels by the filter's support, so every kept pixel gets the same weights as in a resize
+        of the whole image: uint8 results are identical, float ones agree within float rounding
+        of the kernel positions (about one level in 255), at the cost of the window only.
+
+        Returns:
+            The resized image, cut to the crop along the long axis (not yet along the other).
+        """
+        if self.crop is None:
+            raise ValueError(
+                f"Expected an image this model can be given but got shape {tuple(images.shape[-2:])}: resizing it to "
+                f"{new_h}x{new_w} (the image processor's size) would need {new_h * new_w * 12 / 2**30:.0f} GiB"
+            )
+        sizes, cuts = [], []
+        for axis, (source, target, crop) in enumerate(zip(images.shape[-2:], (new_h, new_w), self.crop)):
+            period = Fraction(source, target)  # source pixels per resized pixel, exactly
+            top = (target - crop) // 2
+            margin = math.ceil((2 * max(float(period), 1.0) + 2) / float(period))  # in resized pixels
+            q = period.denominator
+            first = (max(top - margin, 0) // q) * q  # a window start on the resampling grid
+            count = -(-(top + crop + margin - first) // q) * q  # resized pixels in the window
+            start, length = first * period, count * period  # integers: first and count are multiples of q
+            if target <= 4 * crop or start + length > source:
+                sizes.append(target)
+                cuts.append(None)
+                continue
+            images = images.narrow(images.ndim - 2 + axis, int(start), int(length))
+            sizes.append(count)
+            cuts.append(top - first)
+        images = self._resize(images, sizes[0], sizes[1])
+        for axis, cut in enumerate(cuts):
+            if cut is not None:
+                images = images.narrow(images.ndim - 2 + axis, cut, self.crop[axis])
+        return images
+
+    def _resize(self, images: Tensor, height: int, width: int) -> Tensor:
+        antialias = self.interpolation != "nearest"
+        # uint8 on the CPU: torch's antialiased uint8 kernel, ~10x faster than float.
+        images = F.interpolate(images, size=(height, width), mode=self.interpolation, antialias=antialias)
+        return images.clamp_(0.0, 1.0) if images.is_floating_point() else images
 
     def _constants(self, device: torch.device) -> tuple[Tensor, Tensor]:
         # Built once per device: a fresh torch.tensor(..., device="cuda") is a blocking copy.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -66,12 +68,96 @@ def test_list_of_different_sizes_equals_one_by_one(encoder):
 def test_grayscale_and_rgba(encoder, images):
     gray = images[:, :1]
     _close(encoder.score(gray, PROMPTS), encoder.score(gray.expand(-1, 3, -1, -1), PROMPTS))
-    rgba = torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
-    _close(encoder.score(rgba, PROMPTS), encoder.score(images, PROMPTS))
-    pil_rgba = Image.fromarray(rgba[0].permute(1, 2, 0).numpy(), mode="RGBA")
+    opaque = torch.cat([images, torch.full_like(images[:, :1], 255)], dim=1)
+    _close(encoder.score(opaque, PROMPTS), encoder.score(images, PROMPTS))
+    # Transparent pixels are white, as the Hugging Face processor composites them.
+    clear = torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
+    _close(encoder.score(clear, PROMPTS), encoder.score(torch.full_like(images, 255), PROMPTS))
+    pil_rgba = Image.fromarray(opaque[0].permute(1, 2, 0).numpy(), mode="RGBA")
     pil_gray = Image.fromarray(gray[0, 0].numpy(), mode="L")
     _close(encoder.score(pil_rgba, PROMPTS[0]), encoder.score(images[0], PROMPTS[0]))
     _close(encoder.score(pil_gray, PROMPTS[0]), encoder.score(gray[0], PROMPTS[0]))
+
+
+def test_rgba_is_composited_onto_white_like_the_hugging_face_processor():
+    from transformers.image_transforms import convert_to_rgb
+
+    rgba = np.random.default_rng(0).integers(0, 256, (24, 20, 4), dtype=np.uint8)
+    reference = convert_to_rgb(Image.fromarray(rgba, mode="RGBA"), return_numpy=True)
+    for given in (Image.fromarray(rgba, mode="RGBA"), rgba, torch.from_numpy(rgba).permute(2, 0, 1)):
+        (ours,) = standardize_images(given, keep_uint8=True)
+        assert np.array_equal(ours[0].permute(1, 2, 0).numpy(), reference)
+    floats = torch.from_numpy(rgba).permute(2, 0, 1).float() / 255
+    (ours,) = standardize_images(floats)
+    assert (ours[0].permute(1, 2, 0) * 255 - torch.from_numpy(reference).float()).abs().max() < 0.51
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32])
+def test_integer_tensors_in_0_255_count_as_uint8(dtype):
+    images = torch.randint(0, 128, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    (expected,) = standardize_images(images.to(torch.uint8))
+    (got,) = standardize_images(images.to(dtype))
+    assert torch.equal(got, expected)
+
+
+def test_integers_outside_0_255_are_refused_with_their_range():
+    with pytest.raises(ValueError, match=r"values in 0-255 but got values in \[-3, 300\]"):
+        standardize_images(torch.tensor([-3, 300] * 96).view(2, 3, 4, 8))
+
+
+def test_16_bit_pil_images_are_rounded_to_8_bits():
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    image = Image.fromarray(ramp)
+    (got,) = standardize_images(image, keep_uint8=True)
+    expected = np.round(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(got[0, 0].numpy(), expected) and got.shape == (1, 3, 32, 32)
+
+
+def test_float_pil_images_follow_value_range():
+    image = Image.fromarray(np.full((8, 8), 0.25, dtype=np.float32), mode="F")
+    (got,) = standardize_images(image)
+    assert torch.allclose(got, torch.full((1, 3, 8, 8), 0.25))
+    with pytest.raises(ValueError, match="value_range"):
+        standardize_images(Image.fromarray(np.full((8, 8), 200.0, dtype=np.float32), mode="F"))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: torch.zeros(2, 3, 8, 8, device="meta"), "meta device"),
+        (lambda: torch.zeros(2, 3, 8, 8).to_sparse(), "dense"),
+        (lambda: torch.nested.nested_tensor([torch.zeros(3, 8, 8), torch.zeros(3, 8, 9)]), "nested"),
+        (lambda: [torch.zeros(3, 8, 8, device="meta")], "meta device"),
+    ],
+)
+def test_tensors_without_readable_pixels_are_refused(make, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the nested-tensor prototype warning
+        bad = make()
+    with pytest.raises(ValueError, match=message):
+        standardize_images(bad)
+
+
+def test_extreme_aspect_ratio_resizes_only_the_kept_window():
+    import clip_metric.images as images_module
+
+    transform = ImageTransform(32, None, (32, 32), (0.5,) * 3, (0.5,) * 3, "bicubic")
+    image = torch.randint(0, 256, (1, 3, 5, 9000), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    limit = images_module._MAX_RESIZED_PIXELS
+    try:
+        images_module._MAX_RESIZED_PIXELS = 10**12
+        whole = transform(image)
+        images_module._MAX_RESIZED_PIXELS = 1024
+        window = transform(image)
+    finally:
+        images_module._MAX_RESIZED_PIXELS = limit
+    assert torch.equal(window, whole)
+
+
+def test_a_tiny_file_cannot_demand_gigabytes():
+    transform = ImageTransform(224, None, (224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic")
+    out = transform(torch.zeros(1, 3, 1, 1_000_000, dtype=torch.uint8))  # 5e10 pixels if resized whole
+    assert out.shape == (1, 3, 224, 224)
 
 
 @pytest.mark.parametrize(
@@ -81,10 +167,11 @@ def test_grayscale_and_rgba(encoder, images):
         ([torch.zeros(64, 64)], r"\(C, H, W\) at position 0 but got \(64, 64\)"),
         (torch.zeros(2, 5, 8, 8), r"C in \(1, 3, 4\) but got \(2, 5, 8, 8\)"),
         (torch.zeros(2, 8, 8, 3), "channels-last"),
-        (torch.zeros(1, 2, 3, 8, 8), r"got \(1, 2, 3, 8, 8\)"),
+        (torch.zeros(1, 2, 3, 8, 8), r"shape \(N, C, H, W\) or one image \(C, H, W\) but got shape \(1, 2, 3, 8, 8\)"),
         (torch.zeros(0, 3, 8, 8, dtype=torch.uint8), "zero images"),
         ([], "zero images"),
-        (torch.zeros(2, 3, 8, 8, dtype=torch.int32), "dtype"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.bool), "dtype"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.complex64), "dtype"),
         (np.zeros((8, 8, 5), dtype=np.uint8), "C in"),
         ("image.png", "Expected images as a tensor"),
     ],
@@ -117,7 +204,7 @@ def test_small_overshoot_is_clamped_not_refused():
     assert batch.max() == 1.0
 
 
-@pytest.mark.parametrize("value_range", [(1, 0), (0,), "01", None])
+@pytest.mark.parametrize("value_range", [(1, 0), (0,), "01", None, (0, float("inf")), (float("-inf"), float("inf")), (float("nan"), 1)])
 def test_bad_value_range(value_range):
     with pytest.raises(ValueError, match="value_range"):
         standardize_images(torch.zeros(1, 3, 4, 4), value_range=value_range)
