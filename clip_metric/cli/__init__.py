@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         stderr(f"error: {err}")
         return 2
-    except (FileNotFoundError, ValueError, OSError, ImportError, RuntimeError) as err:
+    except MemoryError:
+        stderr("error: out of memory; use a smaller --batch-size, fewer or smaller images, or a machine with more memory")
+        return 2
+    except (FileNotFoundError, ValueError, TypeError, OSError, ImportError, RuntimeError) as err:
         stderr(f"error: {err}")
         return 2
 
