@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from clip_metric.records import read_scores
+from clip_metric.utilities.checks import check_positive_int
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
 
@@ -113,7 +114,8 @@ def paired_difference(
     """Mean of per-prompt differences ``b - a`` on shared (prompt id, prompt, seed) rows, bootstrapped.
 
     Raises:
-        ValueError: if the evaluations share no (prompt id, prompt, seed) row.
+        ValueError: if the evaluations share no (prompt id, prompt, seed) row, or for an
+            ``n_boot`` that is not a positive int or a ``level`` outside ``(0, 1)``.
 
     Example:
         >>> import numpy as np
@@ -125,6 +127,9 @@ def paired_difference(
         >>> round(result.difference, 3), result.significant
         (0.02, True)
     """
+    check_positive_int("n_boot", n_boot)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"Expected `level` to be a number strictly between 0 and 1 but got {level!r}")
     index_a = {key: i for i, key in enumerate(a.keys)}
     shared = [(index_a[key], j) for j, key in enumerate(b.keys) if key in index_a]
     if not shared:

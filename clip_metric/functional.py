@@ -55,15 +55,31 @@ def cosine_scores(image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
             "Expected image and text embeddings of the same shape (N, D) but got "
             f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
         )
-    image_embeds = image_embeds.float()
-    text_embeds = text_embeds.float()
-    if not (torch.isfinite(image_embeds).all() and torch.isfinite(text_embeds).all()):
-        raise ValueError("Expected finite embeddings but got NaN or Inf")
-    if (image_embeds.norm(dim=-1) == 0).any() or (text_embeds.norm(dim=-1) == 0).any():
-        raise ValueError("Expected non-zero embeddings: a zero vector has no direction to compare")
-    image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
-    text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    image_embeds, text_embeds = _unit_rows(image_embeds), _unit_rows(text_embeds)
     return (image_embeds * text_embeds).sum(dim=-1).clamp(-1.0, 1.0)
+
+
+def _unit_rows(embeds: Tensor) -> Tensor:
+    """Rows scaled to unit length in float32, checked finite and non-zero.
+
+    Each row is first divided by its largest magnitude, in its own precision (float64 stays
+    float64 until then): the squared norm of a finite row can otherwise overflow float32 (rows
+    near 1e20) or underflow to zero (rows near 1e-23), turning a well-defined cosine into 0 or an
+    error.
+    """
+    if embeds.dtype != torch.float64:
+        embeds = embeds.float()
+    if not torch.isfinite(embeds).all():
+        raise ValueError("Expected finite embeddings but got NaN or Inf")
+    if embeds.numel() == 0:  # no rows: nothing to scale; no dimensions: no direction at all
+        if embeds.shape[0] == 0:
+            return embeds.float()
+        raise ValueError("Expected non-zero embeddings: a zero vector has no direction to compare")
+    largest = embeds.abs().amax(dim=-1, keepdim=True)
+    if (largest == 0).any():
+        raise ValueError("Expected non-zero embeddings: a zero vector has no direction to compare")
+    embeds = (embeds / largest).float()
+    return embeds / embeds.norm(dim=-1, keepdim=True)
 
 
 def scale_scores(cosines: Tensor, scale: str = "cosine") -> Tensor:

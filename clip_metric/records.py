@@ -25,7 +25,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +81,65 @@ class ScoreFile:
 
 
 def _check_record(record: Any) -> ScoreRecord:
+    """A row the reader will accept, or a ValueError now (not a file that cannot be read later)."""
     if not isinstance(record, ScoreRecord):
         raise ValueError(f"Expected ScoreRecord rows but got {type(record).__name__}")
     if isinstance(record.score, bool) or not isinstance(record.score, (int, float)) or not math.isfinite(record.score):
         raise ValueError(f"Expected a finite float score for prompt {record.prompt_id!r} but got {record.score!r}")
+    if not isinstance(record.prompt_id, str) or not record.prompt_id:
+        raise ValueError(f"Expected a non-empty string prompt_id but got {record.prompt_id!r}")
+    if not isinstance(record.prompt, str) or not record.prompt.strip():
+        raise ValueError(f"Expected a non-empty string prompt for {record.prompt_id!r} but got {record.prompt!r}")
+    if record.seed is not None and (isinstance(record.seed, bool) or not isinstance(record.seed, int)):
+        raise ValueError(f"Expected an integer seed (or None) for {record.prompt_id!r} but got {record.seed!r}")
+    for name in ("category", "file"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"Expected a string {name} (or None) for {record.prompt_id!r} but got {value!r}")
     return record
+
+
+def _checked_rows(records: Iterable[ScoreRecord]) -> list[dict[str, Any]]:
+    rows, seen = [], set()
+    for record in records:
+        _check_record(record)
+        if record.key in seen:
+            raise ValueError(
+                f"Expected each prompt once per seed but prompt {record.prompt_id!r} with seed {record.seed} "
+                "is given twice"
+            )
+        seen.add(record.key)
+        rows.append(record.to_dict())
+    return rows
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    # Minimal quoting quotes a field holding "\n" but not one holding a lone "\r", which every
+    # reader takes for a line break: such rows are written fully quoted.
+    quoted = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writeheader()
+    for row in rows:
+        has_cr = any(isinstance(value, str) and "\r" in value for value in row.values())
+        (quoted if has_cr else writer).writerow(row)
+    return buffer.getvalue()
+
+
+def _create_temporary(directory: Path, name: str) -> tuple[int, str]:
+    """A new, empty temporary file beside the destination, with ordinary permissions.
+
+    Unlike :func:`tempfile.mkstemp` (mode 0600), the file is created with mode 0666 less the
+    umask, as any file the process writes, so the renamed score file is readable as usual.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        candidate = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(candidate, flags, 0o666), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not create a temporary file in {directory}")
 
 
 def write_scores(
@@ -110,23 +164,21 @@ def write_scores(
 
     Raises:
         FileExistsError: with ``exclusive=True``, if ``path`` exists.
-        ValueError: for a non-finite score.
+        ValueError: for a row the reader would refuse (a non-finite or boolean score, an empty
+            prompt or prompt id, a non-integer seed, the same prompt and seed twice); nothing is
+            written then.
     """
     path = Path(path)
-    rows = [_check_record(r).to_dict() for r in records]
+    rows = _checked_rows(records)
     if path.suffix.lower() == ".csv":
-        buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
+        text = _csv_text(rows)
     else:
         head = {"format": FORMAT, "version": VERSION, "rows": len(rows), "step": step, **dict(header or {})}
         lines = [json.dumps(head, ensure_ascii=False, allow_nan=False)]
         lines += [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in rows]
         text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _create_temporary(path.parent, path.name)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             out.write(text)
@@ -207,6 +259,8 @@ def read_scores(path: str | os.PathLike) -> ScoreFile:
             raise located(path, lines[0][0], f"unsupported score file version {header.get('version')!r}")
         rows = lines[1:]
         expected = header.get("rows")
+        if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+            raise located(path, lines[0][0], f"expected a non-negative integer 'rows' in the header but got {expected!r}")
         if len(rows) != expected:
             raise located(path, None, f"incomplete score file: the header announces {expected} rows but {len(rows)} follow")
     records, seen = [], {}

@@ -126,18 +126,44 @@ class ScoreStatistics(Metric):
             self.add_state("ids", [], dist_reduce_fx="cat")
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ScoreStatistics:
-        # Device moves apply; dtype casts do not: every state keeps its own dtype.
-        this = super()._apply(fn, *args, **kwargs)
-        for name in ("total", "total_sq", "minimum", "maximum"):
-            value = getattr(this, name)
-            if value.dtype != torch.float64:
-                setattr(this, name, value.to(torch.float64))
-        if this.count.dtype != torch.long:
-            this.count = this.count.to(torch.long)
-        if self.keep_scores:
-            this.scores = [s.to(torch.float64) for s in this.scores]
-            this.ids = [i.to(torch.long) for i in this.ids]
-        return this
+        # Device moves apply; dtype casts do not: every state (and its default, and a cached
+        # compute() result) keeps its own dtype *and its value*. Casting to the target dtype and
+        # back would round the float64 sums through bf16/fp16, and a cast default would make the
+        # states low precision again after reset().
+        def keep_dtype(tensor: Tensor) -> Tensor:
+            moved = fn(tensor)
+            if isinstance(moved, Tensor) and isinstance(tensor, Tensor) and moved.dtype != tensor.dtype:
+                return tensor.to(moved.device)
+            return moved
+
+        return super()._apply(keep_dtype, *args, **kwargs)
+
+    _RESTORED_ON_FAILURE = (
+        "_update_count", "_computed", "_forward_cache", "_to_sync", "_should_unsync", "_is_synced",
+        "_enable_grad", "compute_on_cpu",
+    )
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Add a batch (as :meth:`update`) and return its own statistics.
+
+        A refused batch leaves the accumulated states as they were: torchmetrics' ``forward``
+        resets the states to compute the batch value, so they are put back when ``update`` raises.
+        """
+        # The five scalar states are cloned (update adds to them in place); the per-sample lists
+        # are only ever appended to, so copying the lists (not the tensors in them) is enough.
+        states = {
+            name: value.clone() if isinstance(value, Tensor) else list(value)
+            for name, value in ((name, getattr(self, name)) for name in self._defaults)
+        }
+        context = {name: getattr(self, name) for name in self._RESTORED_ON_FAILURE}
+        try:
+            return super().forward(*args, **kwargs)
+        except BaseException:
+            for name, value in states.items():
+                setattr(self, name, value)
+            for name, value in context.items():
+                setattr(self, name, value)
+            raise
 
     def update(self, scores: Tensor, ids: Sequence[int] | Tensor | None = None) -> None:
         """Add per-sample cosines.

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clip_metric.utilities.checks import check_non_negative_int, check_positive_int
+
 
 def check_prompts(prompts: Any) -> list[str]:
     """Validate prompts: a non-empty list of non-empty strings (a single string is one prompt).
@@ -70,10 +72,14 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int) -> list[list
     Each batch is padded only to its own longest member; the caller puts results back in the
     original order.
 
+    Raises:
+        ValueError: if ``batch_size`` is not a positive int.
+
     Example:
         >>> length_grouped_batches([5, 2, 9, 3], 2)
         [[1, 3], [0, 2]]
     """
+    check_positive_int("batch_size", batch_size)
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -84,6 +90,9 @@ class EmbeddingCache:
     Args:
         capacity: how many embeddings to keep (0 keeps none).
 
+    Raises:
+        ValueError: if ``capacity`` is not a non-negative int.
+
     Example:
         >>> import torch
         >>> cache = EmbeddingCache(1)
@@ -93,7 +102,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
+        self.capacity = check_non_negative_int("capacity", capacity)
         self._items: OrderedDict[str, Tensor] = OrderedDict()
 
     def __len__(self) -> int:

@@ -39,7 +39,10 @@ def check_precision(precision: str | int) -> str:
         >>> check_precision("32-true")
         '32'
     """
-    canonical = _ALIASES.get(precision, precision)
+    # Only strings and ints name a precision: 32.0 == 32 and True == 1 must not pass as aliases,
+    # and an unhashable value is refused like any other unknown name.
+    valid_type = isinstance(precision, str) or (isinstance(precision, int) and not isinstance(precision, bool))
+    canonical = _ALIASES.get(precision, precision) if valid_type else None
     if canonical not in PRECISIONS:
         raise ValueError(f"Expected `precision` to be one of {PRECISIONS} but got {precision!r}")
     return canonical

@@ -116,8 +116,13 @@ def parse_json(text: str, path: str | os.PathLike, first_line: int = 1) -> Any:
 
 
 def iter_jsonl(text: str, path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """``(line_number, value)`` for every non-blank line of a JSON Lines text."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    """``(line_number, value)`` for every non-blank line of a JSON Lines text.
+
+    Lines end at ``"\\n"`` only (JSON Lines' separator; a ``"\\r"`` before it is JSON whitespace):
+    :meth:`str.splitlines` would also split inside strings holding U+0085, U+2028 or U+2029,
+    which JSON writers leave unescaped.
+    """
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             yield number, parse_json(line, path, first_line=number)
 
@@ -126,9 +131,9 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
     """A CSV or TSV text with a header row: the column names as written and the rows.
 
     TSV has no quoting convention (fields cannot hold tabs), so quotes inside TSV fields are kept
-    verbatim; CSV uses standard double-quote escaping, parsed strictly (a stray or unclosed quote
-    is an error naming the line where its field starts). Blank lines are skipped; a text with
-no header gives no columns and no rows. Each row is a
+    verbatim; CSV uses standard double-quote escaping, parsed strictly (an unclosed quote, or
+    text after a closing one, is an error naming the line where its field starts). Blank lines
+    are skipped; a text with no header gives no columns and no rows. Each row is a
     ``{lower-cased column: value}`` dict with the line number it starts on.
 
     Raises:
