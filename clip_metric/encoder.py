@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clip_metric.attention import AttentionPolicy, check_attention, restored_attention
+from clip_metric.attention import AttentionPolicy, check_attention, restored_attention, use_exact_attention
 from clip_metric.images import ImageTransform, standardize_images
 from clip_metric.text import EmbeddingCache, check_prompts, length_grouped_batches, truncate_token_ids
 from clip_metric.utilities.checks import check_non_negative_int, check_positive_int
@@ -153,9 +153,13 @@ class ClipEncoder:
             the model's ``image_size``.
         precision: ``"auto"`` (default), ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``,
             ``"bf16-true"`` or ``"16-true"``; see :mod:`clip_metric.precision`.
-        attention_policy: what to do about a SageAttention patch of torch's SDPA:
-            ``"restore"`` (default) runs CLIP with the original attention, ``"strict"`` raises,
-            ``"ignore"`` does nothing; see :mod:`clip_metric.attention`.
+        attention_policy: what to do about SageAttention patches of torch's SDPA or of
+            transformers' ``"sdpa"`` attention: ``"restore"`` (default) runs CLIP with exact
+            attention, ``"strict"`` raises, ``"ignore"`` does nothing; see
+            :mod:`clip_metric.attention`. Under ``"restore"`` a model on ``"sdpa"`` is switched
+            to the package's own exact attention function (``attention_route == "model"``);
+            other models run each forward with the original functions swapped back
+            process-wide (``attention_route == "process"``).
         text_cache_size: how many prompt embeddings to keep (least recently used dropped).
 
     Raises:
@@ -187,9 +191,13 @@ class ClipEncoder:
         check_non_negative_int("text_cache_size", text_cache_size)
         self.precision = check_precision(precision)
         for finding in check_attention(attention_policy):
-            log.info("CLIP scoring runs with torch's original attention: %s (%s)", finding.detail, finding.source)
+            log.info("CLIP scoring runs with the original attention: %s (%s)", finding.detail, finding.source)
         self.attention_policy = attention_policy
         self.model = model.eval().requires_grad_(False)
+        # Per model where transformers allows it: then nothing process-wide changes during scoring.
+        self.attention_route: str | None = None
+        if attention_policy == "restore":
+            self.attention_route = "model" if use_exact_attention(self.model) else "process"
         self.tokenizer = tokenizer
         # Tokenising once and padding the ids is deliberate (it keeps the end-of-text token of cut
         # prompts); transformers 4.x would warn that padding after tokenising is slower.
@@ -314,11 +322,17 @@ class ClipEncoder:
         # The encoder is frozen: copies of a metric share it instead of duplicating the weights.
         return self
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # Unpickled in a new process (ddp_spawn): register the model's attention function there too.
+        if getattr(self, "attention_route", None) == "model" and not use_exact_attention(self.model):
+            self.attention_route = "process"
+
     # ----------------------------------------------------------------------------- forward
     def _forward(self, method: str, **inputs: Tensor) -> Tensor:
         if self.attention_policy == "strict":
             check_attention("strict")
-        restore = restored_attention() if self.attention_policy == "restore" else contextlib.nullcontext()
+        restore = restored_attention() if self.attention_route == "process" else contextlib.nullcontext()
         with torch.no_grad(), restore, autocast_context(self._active_precision, self.device):
             features = _embedding(getattr(self.model, method)(**inputs))
         return F.normalize(features.float(), dim=-1)

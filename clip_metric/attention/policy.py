@@ -38,10 +38,11 @@ def check_attention(
 
     Args:
         policy: ``"restore"`` returns the findings (callers log them once at info level on the
-            ``"clip_metric"`` logger and score inside :func:`restored_attention`);
-            ``"strict"`` raises when anything is found (including a replacement of torch's
-            attention that is not recognised as SageAttention); ``"ignore"`` returns ``[]``
-            without looking.
+            ``"clip_metric"`` logger and score with exact attention, see
+            :class:`~clip_metric.encoder.ClipEncoder`);
+            ``"strict"`` raises when anything is found (including a replacement of torch's or
+            transformers' attention that is not recognised as SageAttention); ``"ignore"``
+            returns ``[]`` without looking.
         module: a model to inspect (see :func:`find_sage_attention`).
         config: a trainer configuration (see :func:`find_sage_attention`).
 
@@ -75,13 +76,13 @@ def check_attention(
 def _conflict_message(findings: list[AttentionFinding]) -> str:
     lines = [f"  - [{finding.source}] {finding.detail}" for finding in findings]
     return (
-        "attention_policy='strict' and SageAttention (or another replacement of torch's attention) "
+        "attention_policy='strict' and SageAttention (or another replacement of attention) "
         "is active; CLIP scores computed through it would be silently wrong (SageAttention ignores "
         "the causal and padding masks the CLIP text encoder relies on and quantizes Q/K to int8):\n"
         + "\n".join(lines)
         + "\nEither disable SageAttention (attention_mechanism / set_attention_backend / the "
-        "global scaled_dot_product_attention patch), or set attention_policy='restore' on "
-        "ClipScore/ClipScoreCallback (the default: CLIP scoring then runs with torch's original "
-        "attention while SageAttention stays on for training), or set evaluation_type='none' to "
-        "skip CLIP scoring."
+        "global scaled_dot_product_attention patch / the re-registered transformers \"sdpa\" "
+        "attention function), or set attention_policy='restore' on ClipScore/ClipScoreCallback "
+        "(the default: CLIP scoring then runs with the original attention while SageAttention "
+        "stays on for training), or set evaluation_type='none' to skip CLIP scoring."
     )

@@ -1,19 +1,17 @@
 """SageAttention detection, the restore/strict/ignore policies, and exact CLIP under the patch.
 
-A stand-in ``sageattention`` package (``tests/fake_packages/sageattention``) behaves like the real
-one where it matters here: ``sageattn`` has no attention-mask argument, so a mask handed to the
-usual global ``scaled_dot_product_attention`` patch is silently dropped. It runs torch's own
-kernel on CPU in fp32, so differences come from the dropped mask alone.
+A stand-in ``sageattention`` package (``tests/_helpers/fake_packages/sageattention``) behaves like
+the real one where it matters here: ``sageattn`` has no attention-mask argument, so a mask handed
+to the usual global ``scaled_dot_product_attention`` patch is silently dropped. It runs torch's
+own kernel on CPU in fp32, so differences come from the dropped mask alone.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-import importlib
 import sys
 import types
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -31,42 +29,6 @@ from clip_metric.attention import (
     restored_attention,
     sdpa_is_patched,
 )
-
-FAKE_PACKAGES = Path(__file__).resolve().parents[2] / "_helpers" / "fake_packages"
-_FAKE_TOP_LEVEL = ("sageattention", "sage_trainer")
-
-
-def _drop_fake_modules() -> None:
-    for name in list(sys.modules):
-        if name.split(".", 1)[0] in _FAKE_TOP_LEVEL:
-            del sys.modules[name]
-
-
-@pytest.fixture(autouse=True)
-def pristine_sdpa(monkeypatch):
-    """Every test starts from torch's own function and gets back whatever was there before."""
-    monkeypatch.setattr(F, "scaled_dot_product_attention", original_sdpa())
-
-
-@pytest.fixture
-def sage(monkeypatch):
-    """The stand-in ``sageattention`` package, importable for the duration of a test."""
-    monkeypatch.syspath_prepend(str(FAKE_PACKAGES))
-    _drop_fake_modules()
-    yield importlib.import_module("sageattention")
-    _drop_fake_modules()
-
-
-@pytest.fixture
-def trainer(sage):
-    """``sage_trainer.patches``: SDPA replacements written the way trainers write them."""
-    module = importlib.import_module("sage_trainer.patches")
-    module.calls.clear()
-    return module
-
-
-def sdpa_findings(findings: list[AttentionFinding]) -> list[AttentionFinding]:
-    return [finding for finding in findings if finding.source == "torch.nn.functional"]
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """ClipScore and ClipScoreCallback under a SageAttention patch of torch's SDPA.
 
-The stand-in ``sageattention`` (tests/fake_packages) drops attention masks like the real one,
-so CLIP's text tower (causal + padding masks) gives wrong embeddings under the patch unless
-the original attention is restored.
+The stand-in ``sageattention`` (tests/_helpers/fake_packages) drops attention masks like the real
+one, so CLIP's text tower (causal + padding masks) gives wrong embeddings under the patch unless
+CLIP runs with exact attention.
 """
 
 from __future__ import annotations
@@ -63,6 +63,24 @@ def test_metric_restore_equals_clean_and_leaves_patch_in_place(tiny_clip_dir, im
     assert F.scaled_dot_product_attention is sage_patch.sdpa
     F.scaled_dot_product_attention = original_sdpa()
     clean = ClipScore(tiny_clip_dir, precision="32")
+    clean.update(images, PROMPTS)
+    assert float(under_patch) == float(clean.compute()["clip/mean"])
+
+
+def test_metric_restore_equals_clean_under_a_re_registered_sdpa(tiny_clip_dir, images, sage_patch):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    sage_patch.register_sage_sdpa()
+    sage_patch.assign_sage_sdpa()
+    metric = ClipScore(tiny_clip_dir, precision="32")
+    metric.update(images, PROMPTS)
+    under_patch = metric.compute()["clip/mean"]
+    assert sage_patch.calls == []
+    F.scaled_dot_product_attention = original_sdpa()
+    AttentionInterface.register("sdpa", sdpa_attention_forward)
+    del ALL_ATTENTION_FUNCTIONS["sdpa"]
+    clean = ClipScore(tiny_clip_dir, precision="32", attention_policy="ignore")
     clean.update(images, PROMPTS)
     assert float(under_patch) == float(clean.compute()["clip/mean"])
 

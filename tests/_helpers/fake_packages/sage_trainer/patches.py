@@ -3,7 +3,8 @@
 Each reaches ``sageattention.sageattn`` by a different route (a global name, a module attribute,
 a closure, an import inside the function, an attribute of a callable object) so the detection in
 ``clip_metric.attention`` can be tested against each. ``logging_sdpa`` is a replacement that has
-nothing to do with SageAttention.
+nothing to do with SageAttention. ``register_sage_sdpa`` and ``assign_sage_sdpa`` replace
+transformers' own ``"sdpa"`` attention function instead, the two ways its registry allows.
 """
 
 from __future__ import annotations
@@ -77,3 +78,26 @@ class FastProcessor:
 
     def __call__(self, attn, hidden_states, *args, **kwargs):
         return sageattn(hidden_states, hidden_states, hidden_states)
+
+
+def sage_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kw):
+    """transformers' ``"sdpa"`` attention function with the kernel swapped in: the mask is dropped."""
+    calls.append("sage_attention_forward")
+    is_causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    is_causal = query.shape[2] > 1 and attention_mask is None and is_causal
+    output = sageattn(query, key, value, is_causal=is_causal, sm_scale=scaling)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def register_sage_sdpa() -> None:
+    """Every model with ``attn_implementation="sdpa"`` now runs the kernel (class-wide registry)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("sdpa", sage_attention_forward)
+
+
+def assign_sage_sdpa() -> None:
+    """The same through the shared registry instance."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = sage_attention_forward
