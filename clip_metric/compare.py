@@ -74,33 +74,70 @@ def read_scores_file(path: str | os.PathLike) -> Evaluation:
     return Evaluation(step, scores.path, keys, values)
 
 
+def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
+    """Every run saved under ``path``: one per ``clip_scores`` folder, evaluations ordered by step.
+
+    A logger's ``version_0``, ``version_1``, ... are separate runs, and so is a run nested inside
+    another's folder: a run is the folder that holds a ``clip_scores`` folder. With one run it is
+    named after ``path``; with several, ``<path name>/<folder relative to path>``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist or holds no score files.
+        ValueError: for a malformed or incomplete score file, naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Run directory not found: {path}")
+    folders: dict[Path, list[Path]] = {}
+    for file in sorted(path.rglob(f"{SCORES_DIRNAME}/step-*.jsonl")):
+        folders.setdefault(file.parent.parent, []).append(file)
+    if not folders:
+        raise FileNotFoundError(
+            f"No per-prompt score files ({SCORES_DIRNAME}/step-*.jsonl) under {path}; they are written by "
+            "ClipScoreCallback(save_scores=True)"
+        )
+    base = path.resolve().name or str(path)
+    runs = {}
+    for folder, files in sorted(folders.items()):
+        relative = folder.relative_to(path).as_posix()
+        name = base if len(folders) == 1 or relative == "." else f"{base}/{relative}"
+        runs[name] = sorted((read_scores_file(f) for f in files), key=lambda e: (e.step, str(e.path)))
+    return runs
+
+
 def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
-    """Every evaluation saved under ``run_dir`` (searched recursively), ordered by step.
+    """The evaluations of the one run saved under ``run_dir``, ordered by step.
 
     Raises:
         FileNotFoundError: if ``run_dir`` does not exist or holds no score files.
+        ValueError: if ``run_dir`` holds several runs (use :func:`find_runs`).
     """
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise FileNotFoundError(f"Run directory not found: {run_dir}")
-    files = sorted(run_dir.rglob(f"{SCORES_DIRNAME}/step-*.jsonl"))
-    if not files:
-        raise FileNotFoundError(
-            f"No per-prompt score files ({SCORES_DIRNAME}/step-*.jsonl) under {run_dir}; they are written by "
-            "ClipScoreCallback(save_scores=True)"
-        )
-    return sorted((read_scores_file(f) for f in files), key=lambda e: (e.step, str(e.path)))
+    runs = find_runs(run_dir)
+    if len(runs) > 1:
+        raise ValueError(f"{run_dir} holds {len(runs)} runs ({', '.join(runs)}); load them with find_runs")
+    return next(iter(runs.values()))
+
+
+MIN_PAIRS = 10
+"""Fewest shared prompts a paired interval is given for: below, the bootstrap has too few
+distinct resamples for its percentiles to mean anything (one pair gives a zero-width interval)."""
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``b - a`` over the prompts both evaluations share, with a bootstrap interval."""
+    """``b - a`` over the prompts both evaluations share, with a bootstrap interval.
+
+    ``mean_a`` and ``mean_b`` are the two means over those shared prompts only, so that
+    ``difference == mean_b - mean_a`` whatever else either evaluation holds.
+    """
 
     difference: float
     low: float
     high: float
     shared: int
     level: float
+    mean_a: float = math.nan
+    mean_b: float = math.nan
 
     @property
     def significant(self) -> bool:
@@ -114,7 +151,8 @@ def paired_difference(
     """Mean of per-prompt differences ``b - a`` on shared (prompt id, prompt, seed) rows, bootstrapped.
 
     Raises:
-        ValueError: if the evaluations share no (prompt id, prompt, seed) row, or for an
+        ValueError: if the evaluations share fewer than :data:`MIN_PAIRS` (prompt id, prompt,
+            seed) rows, or for an
             ``n_boot`` that is not a positive int or a ``level`` outside ``(0, 1)``.
 
     Example:
@@ -134,6 +172,11 @@ def paired_difference(
     shared = [(index_a[key], j) for j, key in enumerate(b.keys) if key in index_a]
     if not shared:
         raise ValueError(f"{a.path} and {b.path} share no (prompt id, prompt, seed) row: they cannot be compared paired")
+    if len(shared) < MIN_PAIRS:
+        raise ValueError(
+            f"{a.path} and {b.path} share only {len(shared)} (prompt id, prompt, seed) row(s); a paired interval "
+            f"needs at least {MIN_PAIRS}"
+        )
     ia, ib = (np.asarray(x) for x in zip(*shared))
     diffs = b.scores[ib] - a.scores[ia]
     rng = np.random.default_rng(seed)
@@ -141,7 +184,10 @@ def paired_difference(
     boot = diffs[samples].mean(axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
-    return PairedDifference(float(diffs.mean()), float(low), float(high), int(diffs.size), level)
+    return PairedDifference(
+        float(diffs.mean()), float(low), float(high), int(diffs.size), level,
+        float(a.scores[ia].mean()), float(b.scores[ib].mean()),
+    )
 
 
 def read_tensorboard_history(run_dir: str | os.PathLike, prefix: str = "clip/") -> list[dict[str, float]]:

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from clip_metric.cli._common import CliError, Formatter, positive_int
+from clip_metric.cli._common import CliError, Formatter, positive_int, stderr
 
 MAX_BOOTSTRAP = 100_000
 
@@ -40,22 +40,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip_metric.compare import best_evaluation, load_run, paired_difference, plot_runs, read_tensorboard_history
+    from clip_metric.compare import best_evaluation, find_runs, paired_difference, plot_runs, read_tensorboard_history
 
     if args.plot and Path(args.plot).is_dir():
         raise CliError(f"--plot {args.plot} is a directory; name a .png file")
-    runs, logged = {}, {}
+    runs, logged, seen = {}, {}, set()
     for run_dir in args.runs:
-        name = Path(run_dir).name or str(run_dir)
-        if name in runs or name in logged:
-            name = str(run_dir)
+        resolved = Path(run_dir).resolve()
+        if resolved in seen:
+            stderr(f"note: {run_dir} is given twice; it is listed once")
+            continue
+        seen.add(resolved)
         try:
-            runs[name] = load_run(run_dir)
+            found = find_runs(run_dir)
         except FileNotFoundError:
             history = read_tensorboard_history(run_dir) if Path(run_dir).is_dir() else []
             if not history:
                 raise
-            logged[name] = history  # TensorBoard scalars only: no per-prompt scores to pair
+            found = {}
+            logged[_unique(Path(run_dir).name or str(run_dir), runs, logged)] = history  # scalars only: no pairing
+        for name, evaluations in found.items():
+            fallback = str(run_dir) if len(found) == 1 else None
+            runs[_unique(name, runs, logged, fallback=fallback)] = evaluations
     header = f"{'run':<24} {'eval':<5} {'step':>8} {'mean':>8} {'min':>8} {'max':>8} {'std':>8} {'count':>6}"
     print(header)
     print("-" * len(header))
@@ -71,21 +77,35 @@ def run(args: argparse.Namespace) -> int:
     names = list(runs)
     if len(names) > 1:
         print()
-        print("paired difference of clip/mean at the last evaluation (same prompts and seeds), "
-              f"bootstrap {int(args.level * 100)}% interval:")
+        print(f"paired difference of clip/mean at each run's last evaluation, over the prompts (id, text and seed) "
+              f"both scored, bootstrap {int(args.level * 100)}% interval:")
         base = names[0]
+        a = runs[base][-1]
         for other in names[1:]:
+            b = runs[other][-1]
             try:
-                d = paired_difference(runs[base][-1], runs[other][-1], n_boot=args.bootstrap, level=args.level)
+                d = paired_difference(a, b, n_boot=args.bootstrap, level=args.level)
             except ValueError as err:
                 print(f"  {other} - {base}: not comparable ({err})")
                 continue
             verdict = "significant" if d.significant else "not significant (the interval includes 0)"
-            print(f"  {other} - {base}: {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] over {d.shared} prompts: "
-                  f"{verdict}")
+            print(f"  {other} (step {b.step}) - {base} (step {a.step}): {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
+                  f"over {d.shared} shared prompts (means {d.mean_b:.4f} vs {d.mean_a:.4f}): {verdict}")
     if args.plot:
         print(f"plot: {plot_runs(runs, args.plot, level=args.level, logged=logged)}")
     return 0
+
+
+def _unique(name: str, *taken: dict, fallback: str | None = None) -> str:
+    """``name``, or a variant no run uses yet (two folders may share a name)."""
+    if not any(name in t for t in taken):
+        return name
+    if fallback is not None and fallback != name and not any(fallback in t for t in taken):
+        return fallback
+    k = 2
+    while any(f"{name} ({k})" in t for t in taken):
+        k += 1
+    return f"{name} ({k})"
 
 
 def _print_row(name: str, label: str, step: int, s: dict) -> None:

@@ -104,10 +104,10 @@ def test_score_errors(tiny_clip_dir, tmp_path, capsys):
         main(["score", str(tmp_path), "--batch-size", "0"])
 
 
-def _write_run(run_dir, means_by_step, n=40, noise_seed=0):
+def _write_run(run_dir, means_by_step, n=40, noise_seed=0, version="version_0"):
     base = np.random.default_rng(0).normal(0.3, 0.03, n)  # the same prompts are equally hard in every run
     rng = np.random.default_rng(noise_seed)
-    folder = run_dir / "version_0" / "clip_scores"
+    folder = run_dir / version / "clip_scores"
     for step, offset in means_by_step.items():
         scores = base + offset + rng.normal(0, 0.01, n)
         rows = [ScoreRecord(f"p{i}", f"prompt {i}", float(s), seed=i) for i, s in enumerate(scores)]
@@ -123,11 +123,32 @@ def test_compare_paired_difference_and_plot(tmp_path, capsys):
                  "--plot", str(plot), "--bootstrap", "2000"])
     out = capsys.readouterr().out
     assert code == 0
-    better_line = next(line for line in out.splitlines() if line.strip().startswith("better - base"))
-    assert "better - base: +0.01" in better_line and better_line.endswith("over 40 prompts: significant")
-    same_line = next(line for line in out.splitlines() if line.strip().startswith("same - base"))
+    better_line = next(line for line in out.splitlines() if line.strip().startswith("better (step 20) - base (step 20)"))
+    assert "base (step 20): +0.01" in better_line and better_line.endswith("significant")
+    assert "over 40 shared prompts (means 0.3" in better_line and "not" not in better_line
+    same_line = next(line for line in out.splitlines() if line.strip().startswith("same (step 20) - base"))
     assert "not significant" in same_line
     assert plot.stat().st_size > 1000
+
+
+def test_compare_lists_each_version_folder_as_its_own_run(tmp_path, capsys):
+    _write_run(tmp_path / "base", {10: 0.0})
+    _write_run(tmp_path / "tuned", {10: 0.02}, noise_seed=1, version="version_0")
+    _write_run(tmp_path / "tuned", {10: 0.04}, noise_seed=2, version="version_1")
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "tuned"), str(tmp_path / "base")]) == 0
+    captured = capsys.readouterr()
+    names = {line.split()[0] for line in captured.out.splitlines()[2:] if line and not line.startswith(" ")}
+    assert {"base", "tuned/version_0", "tuned/version_1"} <= names
+    assert "tuned/version_1 (step 10) - base (step 10): +0.04" in captured.out
+    assert "given twice" in captured.err
+
+
+def test_compare_refuses_an_interval_over_too_few_prompts(tmp_path, capsys):
+    _write_run(tmp_path / "base", {10: 0.0}, n=3)
+    _write_run(tmp_path / "other", {10: 0.1}, n=3, noise_seed=1)
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "other")]) == 0
+    out = capsys.readouterr().out
+    assert "not comparable" in out and "share only 3" in out and "significant" not in out
 
 
 def test_compare_errors(tmp_path, capsys):

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from clip_metric.compare import (
+    MIN_PAIRS,
     Evaluation,
     best_evaluation,
+    find_runs,
     load_run,
     paired_difference,
     read_scores_file,
@@ -206,12 +208,31 @@ def test_load_run_orders_by_step_not_by_name(tmp_path):
     # names written by hand without zero padding.
     _save(run, 1000, [0.4], keys=KEYS[:1], name="step-1000.jsonl")
     _save(run, 20, [0.2], keys=KEYS[:1], name="step-20.jsonl")
-    _save(run / "version_1", 300, [0.3], keys=KEYS[:1])
     _save(run, 20, [0.25], keys=KEYS[:1], name="step-20-1.jsonl")
     evaluations = load_run(run)
-    assert [e.step for e in evaluations] == [20, 20, 300, 1000]
+    assert [e.step for e in evaluations] == [20, 20, 1000]
     assert [float(e.scores[0]) for e in evaluations[:2]] == [0.25, 0.2]  # ties: ordered by path
-    assert evaluations[2].path.parent.parent.name == "version_1"
+
+
+def test_each_scores_folder_is_its_own_run(tmp_path):
+    run = tmp_path / "run"
+    _save(run / "version_0", 10, [0.1], keys=KEYS[:1])
+    _save(run / "version_1", 20, [0.2], keys=KEYS[:1])
+    _save(run / "version_1" / "inner", 30, [0.3], keys=KEYS[:1])  # a run nested in another's folder
+    runs = find_runs(run)
+    assert {name: [e.step for e in evaluations] for name, evaluations in runs.items()} == {
+        "run/version_0": [10], "run/version_1": [20], "run/version_1/inner": [30],
+    }
+    with pytest.raises(ValueError, match="holds 3 runs"):
+        load_run(run)
+
+
+def test_too_few_shared_prompts_get_no_interval(tmp_path):
+    keys = tuple((f"id{i}", f"p{i}", i) for i in range(MIN_PAIRS - 1))
+    a = Evaluation(1, tmp_path / "a", keys, np.full(len(keys), 0.3))
+    b = Evaluation(1, tmp_path / "b", keys, np.full(len(keys), 0.4))
+    with pytest.raises(ValueError, match=f"share only {MIN_PAIRS - 1} .* needs at least {MIN_PAIRS}"):
+        paired_difference(a, b)
 
 
 def test_load_run_ignores_other_files(tmp_path):
