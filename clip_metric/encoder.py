@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import warnings
 from typing import Any, Sequence
 
@@ -109,6 +110,11 @@ def _load_pretrained(name_or_path: str, quiet: bool = False, **model_kwargs: Any
             model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, **shared)
             image_processor = AutoImageProcessor.from_pretrained(name_or_path, **shared)
+    except pickle.UnpicklingError as err:
+        raise OSError(
+            f"Could not load the CLIP model {name_or_path!r}: its weights are a pickle that would run code to "
+            f"load, and are refused ({str(err).splitlines()[0]}). Use a model saved as safetensors."
+        ) from err
     except (OSError, ValueError) as err:
         hint = (
             "the directory must hold a model, tokenizer and image processor saved with `save_pretrained`"
@@ -118,6 +124,11 @@ def _load_pretrained(name_or_path: str, quiet: bool = False, **model_kwargs: Any
         )
         raise OSError(f"Could not load the CLIP model {name_or_path!r}: {err}\nTo fix: {hint}.") from err
     return model, tokenizer, image_processor
+
+
+def _reload_encoder(name: str, kwargs: dict[str, Any]) -> ClipEncoder:
+    """Unpickle an encoder saved by :meth:`ClipEncoder.__reduce__`: load it from its source."""
+    return ClipEncoder.from_pretrained(name, quiet=True, **kwargs)
 
 
 def _split_processor(processor: Any) -> tuple[Any, Any]:
@@ -254,14 +265,10 @@ class ClipEncoder:
         # loading a metric must not shift a training run's random stream.
         with preserved_rng():
             model, tokenizer, image_processor = _load_pretrained(os.fspath(name_or_path), quiet, **model_kwargs)
-        encoder = cls(
-            model,
-            tokenizer,
-            image_processor,
-            precision=precision,
-            attention_policy=attention_policy,
-            text_cache_size=text_cache_size,
-        )
+        settings = dict(precision=precision, attention_policy=attention_policy, text_cache_size=text_cache_size)
+        encoder = cls(model, tokenizer, image_processor, **settings)
+        # Where it came from: a pickled encoder is loaded again from there instead of carrying its weights.
+        encoder._source = (os.fspath(name_or_path), {**settings, **model_kwargs})
         return encoder.to(device) if device is not None else encoder
 
     @classmethod
@@ -321,6 +328,15 @@ class ClipEncoder:
     def __deepcopy__(self, memo: dict) -> ClipEncoder:
         # The encoder is frozen: copies of a metric share it instead of duplicating the weights.
         return self
+
+    def __reduce__(self) -> Any:
+        source = self.__dict__.get("_source")
+        if source is None:
+            return super().__reduce__()  # a preloaded model travels with its weights
+        # Loaded by name: pickling (torch.save of a metric, ddp_spawn) stores how to load it, not
+        # gigabytes of frozen weights; the copy is loaded again, on the CPU.
+        name, kwargs = source
+        return (_reload_encoder, (name, kwargs))
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

@@ -106,7 +106,8 @@ class ClipScore(ScoreStatistics):
         # `.to()`, `.cuda()`, Lightning's device moves: the encoder follows the device only.
         this = super()._apply(fn, *args, **kwargs)
         target = fn(torch.zeros(1, device=self._encoder.device)).device
-        self._encoder.to(target)
+        if target.type != "meta":  # the meta device holds no weights: moving there would lose them
+            self._encoder.to(target)
         return this
 
     def update(
@@ -152,7 +153,13 @@ class ClipScore(ScoreStatistics):
         elif given["embeddings"]:
             if image_embeds is None or text_embeds is None:
                 raise ValueError("Expected both `image_embeds` and `text_embeds`; one of them is None")
-            cosines = cosine_scores(image_embeds, text_embeds)
+            for name, value in (("image_embeds", image_embeds), ("text_embeds", text_embeds)):
+                if not isinstance(value, Tensor) or not value.is_floating_point():
+                    kind = f"tensor of dtype {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+                    raise ValueError(f"Expected `{name}` as a float tensor (N, D) but got {kind}")
+                if value.shape[0] == 0:
+                    raise ValueError(f"Expected at least one row in `{name}` but got shape {tuple(value.shape)}")
+            cosines = check_cosines(cosine_scores(image_embeds, text_embeds))
         else:
             cosines = check_cosines(scores)
         self._accumulate(cosines, ids)

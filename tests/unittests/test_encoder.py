@@ -265,3 +265,49 @@ def test_loading_leaves_the_global_generators_alone(tiny_clip_dir):
     torch.manual_seed(0)
     ClipEncoder.from_pretrained(tiny_clip_dir)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_pickle_weights_that_would_run_code_are_refused(tiny_clip_dir, tmp_path):
+    import os
+    import pickle
+    import shutil
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_clip_dir, model_dir)
+    for weights in model_dir.glob("*.safetensors"):
+        weights.unlink()
+    with open(model_dir / "pytorch_model.bin", "wb") as handle:
+        pickle.dump({"weight": RunsCode()}, handle)
+    with pytest.raises(OSError, match="a pickle that would run code to load, and are refused"):
+        ClipEncoder.from_pretrained(model_dir)
+
+
+def test_pickling_an_encoder_loaded_by_name_stores_its_source_not_its_weights(tiny_clip_dir):
+    import io
+
+    encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32", text_cache_size=7)
+    buffer = io.BytesIO()
+    torch.save(encoder, buffer)
+    assert buffer.tell() < 20_000  # the tiny model's weights alone are several hundred kB
+    copy = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    assert copy is not encoder and (copy.precision, copy.text_cache_size) == ("32", 7)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(copy.score(images, PROMPTS[:2]), encoder.score(images, PROMPTS[:2]))
+
+
+def test_pickling_a_preloaded_model_carries_its_weights(tiny_clip_dir):
+    import pickle
+
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(tiny_clip_dir)
+    encoder = ClipEncoder.build(
+        model, (AutoTokenizer.from_pretrained(tiny_clip_dir), AutoImageProcessor.from_pretrained(tiny_clip_dir)),
+        precision="32",
+    )
+    copy = pickle.loads(pickle.dumps(encoder))
+    assert torch.equal(next(copy.model.parameters()), next(model.parameters()))

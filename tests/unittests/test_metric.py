@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,25 @@ def test_metric_follows_cuda(tiny_clip_dir, uint8_images):
     assert metric.encoder.device.type == "cuda"
     metric.update(uint8_images, PROMPTS)
     assert metric.compute()["clip/mean"].device.type == "cuda"
+
+
+@pytest.mark.parametrize(
+    "embeds, message",
+    [
+        ((torch.zeros(0, 4), torch.zeros(0, 4)), "at least one row"),
+        ((np.ones((2, 4), dtype=np.float32), torch.ones(2, 4)), "float tensor .* but got ndarray"),
+        ((torch.ones(2, 4, dtype=torch.long), torch.ones(2, 4)), "dtype torch.int64"),
+    ],
+)
+def test_bad_embeddings_are_refused_by_name(tiny_clip_dir, embeds, message):
+    metric = ClipScore(tiny_clip_dir, precision="32")
+    with pytest.raises(ValueError, match=message):
+        metric.update(image_embeds=embeds[0], text_embeds=embeds[1])
+    assert int(metric.count) == 0
+
+
+def test_meta_device_refuses_updates_and_keeps_the_encoder(tiny_clip_dir):
+    metric = ClipScore(tiny_clip_dir, precision="32").to("meta")
+    assert metric.encoder.device.type == "cpu"  # weights kept: the meta device holds none
+    with pytest.raises(ValueError, match="meta device"):
+        metric.update(scores=torch.tensor([0.1]))
