@@ -13,9 +13,10 @@ written to a temporary name and renamed into place, so a kill mid-write leaves t
 none), and a link planted at the destination is replaced, never followed. ``.csv`` output holds
 the same columns (no header object) for spreadsheets.
 
-Row fields: ``prompt_id`` (str), ``prompt`` (str), ``score`` (float on the run's scale),
-``seed`` (int or null), and optionally ``category`` (str or null) and ``file`` (the image path,
-for scored folders).
+Row fields: ``prompt_id`` (str), ``prompt`` (str), ``score`` (float on the run's scale, within
+that scale's range: 1 for cosines, 2.5 for CLIPScore, 100 for torchmetrics' scale, or 100 when
+the header names no scale), ``seed`` (int or null), and optionally ``category`` (str or null)
+and ``file`` (the image path, for scored folders).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from clip_metric.utilities.readers import iter_jsonl, located, read_table, read_
 FORMAT = "clip-metric-scores"
 VERSION = 1
 COLUMNS = ("prompt_id", "prompt", "seed", "score", "category", "file")
+# The largest score each scale can give; a file that does not say its scale may hold any of them.
+SCALE_BOUNDS = {"cosine": 1.0, "clipscore": 2.5, "torchmetrics": 100.0}
 
 __all__ = ["COLUMNS", "FORMAT", "ScoreFile", "ScoreRecord", "read_scores", "write_scores"]
 
@@ -80,12 +83,17 @@ class ScoreFile:
     header: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _check_record(record: Any) -> ScoreRecord:
+def _check_record(record: Any, bound: float = 100.0) -> ScoreRecord:
     """A row the reader will accept, or a ValueError now (not a file that cannot be read later)."""
     if not isinstance(record, ScoreRecord):
         raise ValueError(f"Expected ScoreRecord rows but got {type(record).__name__}")
     if isinstance(record.score, bool) or not isinstance(record.score, (int, float)) or not math.isfinite(record.score):
         raise ValueError(f"Expected a finite float score for prompt {record.prompt_id!r} but got {record.score!r}")
+    if abs(record.score) > bound * (1 + 1e-6):
+        raise ValueError(
+            f"Expected a score within [-{bound:g}, {bound:g}] (the scale's range) for prompt {record.prompt_id!r} "
+            f"but got {record.score!r}"
+        )
     if not isinstance(record.prompt_id, str) or not record.prompt_id:
         raise ValueError(f"Expected a non-empty string prompt_id but got {record.prompt_id!r}")
     if not isinstance(record.prompt, str) or not record.prompt.strip():
@@ -99,10 +107,10 @@ def _check_record(record: Any) -> ScoreRecord:
     return record
 
 
-def _checked_rows(records: Iterable[ScoreRecord]) -> list[dict[str, Any]]:
+def _checked_rows(records: Iterable[ScoreRecord], bound: float = 100.0) -> list[dict[str, Any]]:
     rows, seen = [], set()
     for record in records:
-        _check_record(record)
+        _check_record(record, bound)
         if record.key in seen:
             raise ValueError(
                 f"Expected each prompt once per seed but prompt {record.prompt_id!r} with seed {record.seed} "
@@ -169,7 +177,7 @@ def write_scores(
             written then.
     """
     path = Path(path)
-    rows = _checked_rows(records)
+    rows = _checked_rows(records, SCALE_BOUNDS.get(dict(header or {}).get("scale"), 100.0))
     if path.suffix.lower() == ".csv":
         text = _csv_text(rows)
     else:
@@ -206,12 +214,14 @@ def _text(row: Mapping[str, Any], name: str, path: Path, line: int, optional: bo
     return value
 
 
-def _row_to_record(row: Mapping[str, Any], path: Path, line: int) -> ScoreRecord:
+def _row_to_record(row: Mapping[str, Any], path: Path, line: int, bound: float = 100.0) -> ScoreRecord:
     if not isinstance(row, Mapping):
         raise located(path, line, f"expected a JSON object but got {type(row).__name__}")
     score = row.get("score")
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise located(path, line, f"expected a finite number 'score' but got {score!r}")
+    if abs(score) > bound * (1 + 1e-6):
+        raise located(path, line, f"expected a score within [-{bound:g}, {bound:g}] (the scale's range) but got {score!r}")
     seed = row.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise located(path, line, f"expected an integer 'seed' (or null) but got {seed!r}")
@@ -265,7 +275,7 @@ def read_scores(path: str | os.PathLike) -> ScoreFile:
             raise located(path, None, f"incomplete score file: the header announces {expected} rows but {len(rows)} follow")
     records, seen = [], {}
     for line, row in rows:
-        record = _row_to_record(row, path, line)
+        record = _row_to_record(row, path, line, SCALE_BOUNDS.get(header.get("scale"), 100.0))
         if record.key in seen:
             raise located(
                 path, line,

@@ -178,4 +178,4 @@ def _write(path: Path, ids: list[int], scores: list[float], pairs: Any) -> None:
          for i, s in zip(ids, scores)),
         key=lambda r: r.prompt_id,
     )
-    write_scores(path, records)
+    write_scores(path, records, header={"scale": "cosine"})

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 import stat
 from pathlib import Path
 
@@ -93,7 +97,7 @@ def test_replacing_keeps_no_temporary_files(tmp_path):
 prompt_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40
 ).filter(lambda text: text.strip())
-finite = st.floats(allow_nan=False, allow_infinity=False)
+finite = st.floats(min_value=-100.0, max_value=100.0, allow_nan=False)  # the widest scale's range
 records = st.lists(
     st.builds(
         ScoreRecord,
@@ -364,3 +368,37 @@ def test_prompts_holding_line_break_characters_round_trip(tmp_path, suffix, text
 def test_csv_without_carriage_returns_is_minimally_quoted(tmp_path):
     path = write_scores(tmp_path / "s.csv", [ScoreRecord("p", "a, b", 0.5, seed=2)])
     assert path.read_text(encoding="utf-8") == ",".join(COLUMNS) + '\np,"a, b",2,0.5,,\n'
+
+
+def test_scores_beyond_the_scale_range_are_refused(tmp_path):
+    path = write_scores(tmp_path / "s.jsonl", [ScoreRecord("a", "a cat", 0.5)], header={"scale": "cosine"})
+    text = path.read_text().replace('"score": 0.5', '"score": 1e308')
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"line 2: expected a score within \[-1, 1\]"):
+        read_scores(path)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_writer_killed_mid_write_leaves_a_complete_file(tmp_path):
+    """kill -9 a process that keeps rewriting a large score file: the file on disk is always whole."""
+    path = tmp_path / "clip_scores" / "step-00000001.jsonl"
+    write_scores(path, [ScoreRecord("p0", "first version", 0.1, seed=0)], step=1)
+    script = (
+        "import itertools, sys\n"
+        "from clip_metric.records import ScoreRecord, write_scores\n"
+        "rows = [ScoreRecord(f'p{i}', 'prompt ' + 'x' * 200 + str(i), 0.25, seed=i) for i in range(20000)]\n"
+        "for k in itertools.count():\n"
+        "    write_scores(sys.argv[1], rows, step=1)\n"
+        "    print(k, flush=True)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "0"  # one full write done; the next one is under way
+        time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    scores = read_scores(path)
+    assert len(scores.records) == 20000
+    leftovers = [p.name for p in path.parent.iterdir() if p.name != path.name]
+    assert all(name.endswith(".tmp") for name in leftovers)  # at most the interrupted temporary file
