@@ -16,79 +16,74 @@ next to an alternative, and reports how far each alternative moves the scores:
 
 Score differences are of cosines against the package's fp32 path. Nothing here changes the package.
 
-Example::
+Examples::
 
     python benchmarks/bench_candidates.py --device cpu --json candidates.json
+    python benchmarks/bench_candidates.py --tiny        # a few seconds: plumbing check only
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
-import statistics
-import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+import torch.nn.functional as F
+from harness.environment import environment, load_average, quiet_transformers
+from harness.peers import pooled
+from harness.report import common_arguments, fmt, resolve_device, table, write_report
+from harness.timing import interleaved_medians
+from harness.workload import SPECS, build_model_dir, fresh_prompts, make_images
 
-import bench_throughput as bt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-
-def median_ms(variants: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median milliseconds of each variant, the variants interleaved, after one warm-up call each."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for round_index in range(repeats + 1):
-        for name, fn in variants.items():
-            bt.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            bt.synchronize(device)
-            if round_index:
-                times[name].append(1000.0 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in times.items()}
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser, "tiny model, 1 round: a few seconds (checks the plumbing)")
+    parser.add_argument("--model", choices=("b32", "l14-336", "tiny"), default="b32")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median) after a warm-up round")
+    args = parser.parse_args(argv)
+    resolve_device(parser, args)
+    if args.tiny:
+        args.model, args.repeats = "tiny", 1
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", choices=("b32", "l14-336", "tiny"), default="b32")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     device = torch.device(args.device)
-
-    bt.quiet_transformers()
-    spec = bt.SPECS[args.model]
+    quiet_transformers()
     workdir = Path(tempfile.mkdtemp(prefix="clip-candidates-"))
     try:
-        return _measure(args, spec, workdir, device)
+        report = measure(args, device, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    report["markdown"] = markdown(report)
+    return write_report(report, args)
 
 
-def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.device) -> dict[str, Any]:
+def measure(args: argparse.Namespace, device: torch.device, workdir: Path) -> dict[str, Any]:
     from transformers import AutoImageProcessor, AutoModel
 
     from clip_metric import ClipEncoder, ClipScore
     from clip_metric.utilities.precision import autocast_context
 
-    model_dir = bt.build_model_dir(spec, workdir / spec.key)
+    spec = SPECS[args.model]
+    env = environment(device)
+    model_dir = build_model_dir(spec, workdir / spec.key)
     encoder = ClipEncoder.from_pretrained(str(model_dir), precision="auto", device=device)
     mixed = encoder.active_precision
     # A plain fp32 model for the reference and the alternatives: the encoder's own model may keep
     # some weights in half precision under a mixed precision.
     model = AutoModel.from_pretrained(model_dir).eval().requires_grad_(False).to(device)
-    square = [im for im in bt.make_images(2 * args.batch_size, (512, 512), (383, 517)) if im.shape[-1] == 512]
+    square = [im for im in make_images(2 * args.batch_size, (512, 512), (383, 517)) if im.shape[-1] == 512]
     images = torch.stack(square[: args.batch_size]).to(device)
-    prompts = bt.fresh_prompts(args.batch_size, "c")
+    prompts = fresh_prompts(args.batch_size, "c")
     tokenizer = encoder.tokenizer
     tokens = {
         k: v.to(device)
@@ -96,11 +91,13 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
         if k in ("input_ids", "attention_mask")
     }
     pixels = encoder.preprocess(images)
-    report: dict[str, Any] = {"environment": bt.environment(device), "model": spec.name, "batch_size": args.batch_size}
+    report: dict[str, Any] = {
+        "environment": env, "model": spec.name, "batch_size": args.batch_size, "repeats": args.repeats, "tiny": args.tiny
+    }
 
     def embed(fn: Callable[[], Any]) -> torch.Tensor:
         with torch.no_grad():
-            return F.normalize(bt.pooled(fn()).float(), dim=-1)
+            return F.normalize(pooled(fn()).float(), dim=-1)
 
     def max_score_diff(
         image: torch.Tensor, text: torch.Tensor, image_ref: torch.Tensor, text_ref: torch.Tensor
@@ -126,7 +123,7 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
         return encoder._forward("get_image_features", pixel_values=pixels)
 
     with torch.no_grad():
-        image_ms = median_ms(
+        image_ms = interleaved_medians(
             {
                 "fp32": image_fp32,
                 f"{mixed}, autocast over fp32 weights": image_autocast_fp32_weights,
@@ -136,7 +133,7 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
             args.repeats,
             device,
         )
-        text_ms = median_ms(
+        text_ms = interleaved_medians(
             {
                 "fp32 (package)": lambda: model.get_text_features(**tokens),
                 f"{mixed}": lambda: _with(amp(), lambda: model.get_text_features(**tokens)),
@@ -184,7 +181,7 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
     }
     if device.type != "cpu":  # torch's antialiased uint8 resize is a CPU kernel
         del variants["uint8 resize"], variants["uint8 resize, channels-last"]
-    report["preprocess_ms_per_batch"] = median_ms(variants, args.repeats, device)
+    report["preprocess_ms_per_batch"] = interleaved_medians(variants, args.repeats, device)
     from PIL import Image
 
     processor = AutoImageProcessor.from_pretrained(model_dir)
@@ -204,7 +201,7 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
         tokenizer(prompts, verbose=False)
         return tokenizer(prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
 
-    report["tokenize_ms_per_batch"] = median_ms(
+    report["tokenize_ms_per_batch"] = interleaved_medians(
         {
             "package now": lambda: encoder.text_inputs(encoder.token_ids(prompts)),
             "two calls": twice,
@@ -219,7 +216,7 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
         metric = ClipScore(encoder).to(device)
         metric.update(images, prompts)  # fills the text cache
         counts = {}
-        new_prompts = bt.fresh_prompts(args.batch_size, "s")
+        new_prompts = fresh_prompts(args.batch_size, "s")
         for name, batch_prompts in (("cached prompts", prompts), ("new prompts", new_prompts)):
             torch.cuda.set_sync_debug_mode("warn")
             with warnings.catch_warnings(record=True) as caught:
@@ -229,15 +226,47 @@ def _measure(args: argparse.Namespace, spec: Any, workdir: Path, device: torch.d
             counts[name] = sum("synchroniz" in str(w.message) for w in caught)
         report["cuda_syncs_per_update"] = counts
 
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    env["load_average_at_end"] = load_average()
     return report
 
 
 def _with(context: Any, fn: Callable[[], Any]) -> Any:
     with context:
         return fn()
+
+
+SECTIONS = (  # (title, milliseconds, {column: differences})
+    ("image tower", "image_tower_ms_per_batch", {"max score diff vs fp32": "image_tower_max_score_diff"}),
+    ("text tower", "text_tower_ms_per_batch", {"max score diff vs fp32": "text_tower_max_score_diff"}),
+    ("preprocessing", "preprocess_ms_per_batch", {
+        "max pixel diff vs HF processor": "preprocess_max_abs_pixel_diff_vs_hf_processor",
+        "max score diff vs HF processor": "preprocess_max_score_diff_vs_hf_processor",
+    }),
+    ("tokenisation", "tokenize_ms_per_batch", {}),
+)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [
+        f"# candidate optimisations: {report['model']}, one batch of {report['batch_size']} "
+        f"({env['device']}: {env['device_name']})",
+        "",
+        f"Median of {report['repeats']} rounds, variants interleaved; clip_metric sources sha256 "
+        f"{env['package_sources_sha256']}; command: `{env['command']}`.",
+    ]
+    if report["tiny"]:
+        lines += ["", "**--tiny: 2-layer toy model; checks the plumbing, the figures mean nothing**"]
+    for title, ms_key, diff_keys in SECTIONS:
+        rows = [
+            [name, fmt(ms, ".2f"), *(fmt(report[key].get(name), ".2e") for key in diff_keys.values())]
+            for name, ms in report[ms_key].items()
+        ]
+        lines += ["", f"## {title}", ""] + table(["variant", "ms per batch", *diff_keys], rows)
+    if "cuda_syncs_per_update" in report:
+        lines += ["", "## host-device synchronisations per ClipScore.update", ""]
+        lines += table(["prompts", "synchronisations"], [[k, str(v)] for k, v in report["cuda_syncs_per_update"].items()])
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,62 +1,128 @@
-"""The benchmark suite runs end to end (``--tiny``) and reports every method with finite figures.
+"""Every benchmark script runs end to end (``--tiny``) and reports every method with finite figures.
 
-Nothing here asserts on speed: timings depend on the machine. What is checked is that the
-benchmark's plumbing works (every method and scenario measured, numbers finite, the markdown
-table complete) and that the repeated-library scenario really reads text embeddings from the
-cache (no text forward on the second pass).
+Nothing here asserts on speed: timings depend on the machine. What is checked is that each
+script's plumbing works (every method and scenario measured, numbers finite, the markdown report
+complete), that the repeated-library scenario really reads text embeddings from the cache (no
+text forward on the second pass), and that the scripts keep to their layout (a README line each,
+the harness imported as a sibling, no ``sys.path`` changes).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "bench_throughput.py"
+BENCHMARKS = ROOT / "benchmarks"
+# Each script's --tiny run, with what it needs besides --device cpu --tiny --json.
+TINY_ARGS = {
+    # Batches of 2 for 4 images: two updates per pass, so encoding up front differs from per update.
+    "bench_throughput": ["--batch-size", "2"],
+    "bench_text": [],
+    "bench_candidates": [],
+    "bench_imports": [],
+}
+# Most of a tiny run is single-threaded Python (imports, model loading): a few side by side
+# shorten the wall time on CI's 2 cores without running out of memory. One torch thread each: on
+# a busy machine two threads meeting after every tiny operation more than double a run's time.
+PARALLEL = 3
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 FRESH_METHODS = {
     "ours-default", "ours-fp32", "torchmetrics", "per-image", "floor-fp32", "floor-default", "floor-autocast"
 }
 SCORED_METHODS = {"ours-default", "ours-fp32", "torchmetrics", "per-image"}
+TEXT_METHODS = {"torchmetrics-text", "update-batches", "cache-256-unsorted", "cache-unsorted", "cache-prompts"}
+IMPORT_VARIANTS = {"python", "torchmetrics", "ClipScore", "clip_metric", "lightning", "cli-help"}
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict | None
+
+    def check(self) -> dict:
+        assert self.returncode == 0, self.stderr[-4000:]
+        assert self.report is not None
+        return self.report
+
+
+def _run(argv: list[str], out: Path | None) -> Run:
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    report = json.loads(out.read_text()) if out is not None and out.is_file() else None
+    return Run(done.returncode, done.stdout, done.stderr, report)
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    # Batches of 2 for 4 images: two updates per pass, so encoding up front differs from per update.
-    return run_script(SCRIPT, tmp_path_factory.mktemp("bench"), "--tiny", "--batch-size", "2")
-
-
-def run_script(script: Path, out_dir: Path, *args: str) -> tuple[dict, str]:
-    """Run a benchmark script on the CPU; its JSON report and what it printed."""
-    out = out_dir / f"{script.stem}.json"
-    completed = subprocess.run(
-        [sys.executable, str(script), "--device", "cpu", *args, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(out.read_text()), completed.stdout
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Every script's ``--tiny`` run (keyed by name) and ``--help`` (keyed ``name --help``)."""
+    out_dir = tmp_path_factory.mktemp("bench")
+    jobs = {}
+    for name, extra in TINY_ARGS.items():
+        script = str(BENCHMARKS / f"{name}.py")
+        out = out_dir / f"{name}.json"
+        jobs[name] = ([sys.executable, script, "--device", "cpu", "--tiny", *extra, "--json", str(out)], out)
+        jobs[f"{name} --help"] = ([sys.executable, script, "--help"], None)
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        futures = {key: pool.submit(_run, argv, out) for key, (argv, out) in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def test_help_runs() -> None:
-    completed = subprocess.run([sys.executable, str(SCRIPT), "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert completed.returncode == 0
-    assert "--tiny" in completed.stdout and "--json" in completed.stdout
+# --------------------------------------------------------------------------------------- layout
+def test_every_script_has_a_tiny_run_and_a_readme_line() -> None:
+    scripts = {path.stem for path in BENCHMARKS.glob("*.py")}
+    assert scripts == set(TINY_ARGS)
+    readme = (BENCHMARKS / "README.md").read_text()
+    for name in scripts:
+        assert f"`{name}.py`" in readme and f"python benchmarks/{name}.py --device cpu --json" in readme, name
 
 
-def test_every_method_is_measured_with_finite_numbers(tiny_run: tuple[dict, str]) -> None:
-    report, _ = tiny_run
+def test_no_benchmark_changes_the_import_path() -> None:
+    for path in BENCHMARKS.rglob("*.py"):
+        assert "sys.path" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("name", sorted(TINY_ARGS))
+def test_help_lists_the_common_options(runs: dict[str, Run], name: str) -> None:
+    run = runs[f"{name} --help"]
+    assert run.returncode == 0, run.stderr[-4000:]
+    for option in ("--device", "--json", "--markdown", "--tiny"):
+        assert option in run.stdout, (name, option)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_ARGS))
+def test_environment_is_recorded(runs: dict[str, Run], name: str) -> None:
+    report = runs[name].check()
+    env = report["environment"]
+    for key in ("device", "device_name", "cpu_model", "torch_threads", "torch", "transformers", "torchmetrics",
+                "clip_metric", "package_sources_sha256", "command"):
+        assert env[key] not in (None, ""), (name, key)
+    assert "load_average_at_start" in env and "load_average_at_end" in env
+    assert report["markdown"] in runs[name].stdout  # the report printed is the one saved
+
+
+# --------------------------------------------------------------------------------------- throughput
+@pytest.fixture(scope="module")
+def throughput(runs: dict[str, Run]) -> tuple[dict, str]:
+    return runs["bench_throughput"].check(), runs["bench_throughput"].stdout
+
+
+def test_every_method_is_measured_with_finite_numbers(throughput: tuple[dict, str]) -> None:
+    report, _ = throughput
     scenarios = report["models"]["tiny"]["scenarios"]
     assert set(scenarios) == {"fresh", "upfront", "repeated"}
     for name in scenarios:
@@ -78,27 +144,27 @@ def test_every_method_is_measured_with_finite_numbers(tiny_run: tuple[dict, str]
         assert scenario["ours-fp32"]["max_abs_diff_vs_ours_fp32"] == 0.0
 
 
-def test_scores_agree_across_methods(tiny_run: tuple[dict, str]) -> None:
+def test_scores_agree_across_methods(throughput: tuple[dict, str]) -> None:
     # Same model, same images and prompts: every method scores alike (bf16 and resampling aside).
-    report, _ = tiny_run
+    report, _ = throughput
     for scenario in report["models"]["tiny"]["scenarios"].values():
         for key in SCORED_METHODS:
             if not scenario[key]["shared_across_scenarios"]:
                 assert scenario[key]["max_abs_diff_vs_ours_fp32"] < 0.05, key
 
 
-def test_second_pass_of_a_repeated_library_runs_no_text_forward(tiny_run: tuple[dict, str]) -> None:
-    report, _ = tiny_run
+def test_second_pass_of_a_repeated_library_runs_no_text_forward(throughput: tuple[dict, str]) -> None:
+    report, _ = throughput
     scenarios = report["models"]["tiny"]["scenarios"]
     for key in ("ours-default", "ours-fp32"):
         assert scenarios["repeated"][key]["text_forwards_per_pass"] == [0] * report["settings"]["repeats"]
         assert all(n >= 1 for n in scenarios["fresh"][key]["text_forwards_per_pass"])
 
 
-def test_upfront_scenario_encodes_each_pass_in_one_text_batch(tiny_run: tuple[dict, str]) -> None:
+def test_upfront_scenario_encodes_each_pass_in_one_text_batch(throughput: tuple[dict, str]) -> None:
     # 4 new prompts per pass in batches of 2 per update: fresh runs 1 forward per update, the
     # up-front path 1 per cache_prompts batch; both score the same prompts as torchmetrics.
-    report, _ = tiny_run
+    report, _ = throughput
     scenarios = report["models"]["tiny"]["scenarios"]
     repeats = report["settings"]["repeats"]
     for key in ("ours-default", "ours-fp32"):
@@ -110,15 +176,18 @@ def test_upfront_scenario_encodes_each_pass_in_one_text_batch(tiny_run: tuple[di
     assert scenarios["upfront"]["torchmetrics"]["shared_across_scenarios"]
 
 
-def test_markdown_table_lists_every_method_and_target(tiny_run: tuple[dict, str]) -> None:
-    report, stdout = tiny_run
-    assert report["markdown"] in stdout
+def test_markdown_table_lists_every_method_and_target(throughput: tuple[dict, str]) -> None:
+    report, stdout = throughput
     for key in FRESH_METHODS:
         assert f"| {key}" in stdout
     assert "### fresh prompts (every" in stdout and "### same prompt library again" in stdout
     assert "### fresh prompts encoded up front" in stdout
     assert "where ours spends its time" in stdout
     assert "adapter" in stdout  # the torchmetrics adapter is disclosed
+    breakdown = report["models"]["tiny"]["breakdown"]
+    assert set(breakdown) == {"ours-default", "ours-fp32"}
+    for row in breakdown.values():
+        assert all(_finite(v) for v in row["ms_per_batch"].values())
     targets = report["targets"]
     assert len(targets) == 6  # the CPU targets
     for target in targets:
@@ -127,23 +196,11 @@ def test_markdown_table_lists_every_method_and_target(tiny_run: tuple[dict, str]
         assert target["target"] in stdout
 
 
-def test_environment_is_recorded(tiny_run: tuple[dict, str]) -> None:
-    env = tiny_run[0]["environment"]
-    for key in ("device", "device_name", "cpu_model", "torch_threads", "torch", "transformers", "torchmetrics"):
-        assert env[key] not in (None, ""), key
-
-
-def test_candidates_script_reports_finite_figures(tmp_path: Path) -> None:
-    report, _ = run_script(ROOT / "benchmarks" / "bench_candidates.py", tmp_path, "--model", "tiny", "--repeats", "1")
-    for section in ("image_tower_ms_per_batch", "text_tower_ms_per_batch", "preprocess_ms_per_batch",
-                    "tokenize_ms_per_batch", "image_tower_max_score_diff", "preprocess_max_score_diff_vs_hf_processor"):
-        assert report[section] and all(_finite(v) for v in report[section].values()), section
-
-
-def test_text_benchmark_reports_every_batching(tmp_path: Path) -> None:
-    report, stdout = run_script(ROOT / "benchmarks" / "bench_text.py", tmp_path, "--tiny")
+# --------------------------------------------------------------------------------------- text, candidates
+def test_text_benchmark_reports_every_batching(runs: dict[str, Run]) -> None:
+    report = runs["bench_text"].check()
     methods = report["methods"]
-    assert set(methods) == {"torchmetrics-text", "update-batches", "cache-256-unsorted", "cache-unsorted", "cache-prompts"}
+    assert set(methods) == TEXT_METHODS
     for name, row in methods.items():
         assert _finite(row["ms_per_prompt"]) and row["ms_per_prompt"] > 0, name
         assert _finite(row["max_score_diff_vs_fp32"]), name
@@ -153,4 +210,41 @@ def test_text_benchmark_reports_every_batching(tmp_path: Path) -> None:
     assert methods["cache-unsorted"]["text_forwards"] == 2
     assert methods["cache-prompts"]["text_forwards"] == 2
     assert report["token_lengths"]["max"] > 2 * report["token_lengths"]["min"]  # a mixed-length library
-    assert "| cache-prompts |" in stdout
+    assert "| cache-prompts |" in runs["bench_text"].stdout
+
+
+def test_candidates_script_reports_finite_figures(runs: dict[str, Run]) -> None:
+    report = runs["bench_candidates"].check()
+    for section in ("image_tower_ms_per_batch", "text_tower_ms_per_batch", "preprocess_ms_per_batch",
+                    "tokenize_ms_per_batch", "image_tower_max_score_diff", "text_tower_max_score_diff",
+                    "preprocess_max_abs_pixel_diff_vs_hf_processor", "preprocess_max_score_diff_vs_hf_processor"):
+        assert report[section] and all(_finite(v) for v in report[section].values()), section
+    for variant in report["image_tower_ms_per_batch"]:
+        assert f"| {variant} |" in runs["bench_candidates"].stdout
+
+
+# --------------------------------------------------------------------------------------- imports
+def test_import_cost_of_every_variant_is_measured(runs: dict[str, Run]) -> None:
+    report = runs["bench_imports"].check()
+    variants = report["variants"]
+    assert set(variants) == IMPORT_VARIANTS
+    for name, row in variants.items():
+        assert len(row["seconds_all"]) == report["settings"]["repeats"], name
+        for field in ("seconds", "seconds_min", "net_seconds", "x_torchmetrics"):
+            assert _finite(row[field]), (name, field)
+        assert row["seconds"] > 0 and isinstance(row["heavy_modules"], list), name
+        assert isinstance(row["modules_loaded"], int) and row["modules_loaded"] > 0, name
+        assert f"`{row['command']}`" in runs["bench_imports"].stdout
+    # The module listing works: the interpreter alone loads none of them, torchmetrics loads torch.
+    assert variants["python"]["heavy_modules"] == []
+    assert "torch" in variants["torchmetrics"]["heavy_modules"]
+    assert "lightning" in variants["lightning"]["heavy_modules"]
+    assert variants["torchmetrics"]["beyond_torchmetrics"] == []
+    assert "clip_metric" in variants["ClipScore"]["beyond_torchmetrics"]
+    assert all(_finite(value) for value in report["ratios"].values())
+    assert len(report["foreign_cpu_share_per_round"]) == report["settings"]["repeats"]
+    targets = report["targets"]
+    assert len(targets) == 4
+    for target in targets:
+        assert _finite(target["value"]) and target["passed"] in (True, False), target
+        assert target["target"] in runs["bench_imports"].stdout
