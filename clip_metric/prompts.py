@@ -25,10 +25,12 @@ from typing import Any, Final, Union
 from clip_metric.utilities.readers import iter_jsonl, parse_json, read_table, read_text
 
 __all__ = [
+    "BUILTIN_LIBRARIES",
     "BUILTIN_LIBRARY",
     "BUILTIN_LIBRARY_PATH",
     "SUPPORTED_EXTENSIONS",
     "Prompt",
+    "Tags",
     "PromptSource",
     "builtin_prompts",
     "load_prompt_library",
@@ -37,10 +39,19 @@ __all__ = [
 ]
 
 BUILTIN_LIBRARY: Final[str] = "default"
-"""Name that selects the built-in library in :func:`load_prompt_library`."""
+"""Name that selects the package's own library in :func:`load_prompt_library`."""
 
-BUILTIN_LIBRARY_PATH: Final[Path] = Path(__file__).resolve().parent / "data" / "prompts.json"
-"""Location of the built-in library (a JSON file in the ``{"id": {"prompt", "category"}}`` format)."""
+_DATA: Final[Path] = Path(__file__).resolve().parent / "data"
+
+BUILTIN_LIBRARY_PATH: Final[Path] = _DATA / "prompts.json"
+"""Location of the package's own library (a JSON file in the ``{"id": {"prompt", "category"}}`` format)."""
+
+BUILTIN_LIBRARIES: Final[dict[str, str]] = {
+    "default": "the package's own 144 prompts in 12 categories",
+    "parti": "Parti Prompts (P2, Yu et al. 2022): 1,632 prompts, tags category (12) and challenge (11); Apache-2.0",
+    "geneval": "GenEval (Ghosh et al. 2023): 553 prompts, tags tag (6 tasks), objects, count, color, position; MIT",
+}
+"""Names :func:`load_prompt_library` takes for the libraries bundled with the package."""
 
 SUPPORTED_EXTENSIONS: Final[tuple[str, ...]] = (".txt", ".json", ".jsonl", ".tsv", ".csv")
 """File extensions understood by :func:`load_prompt_library` (case-insensitive)."""
@@ -88,7 +99,49 @@ def prompt_seed(text: str) -> int:
     return int.from_bytes(digest[:8], "big") & _SEED_MASK
 
 
-@dataclass(frozen=True)
+class Tags(Mapping[str, str]):
+    """An immutable, hashable, ordered mapping of tag names to values (both strings).
+
+    Example:
+        >>> tags = Tags({"category": "Animals", "challenge": "Basic"})
+        >>> tags["challenge"], list(tags), tags == {"category": "Animals", "challenge": "Basic"}
+        ('Basic', ['category', 'challenge'], True)
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        pairs = tuple((items or {}).items())
+        for name, value in pairs:
+            if not isinstance(name, str) or not name.strip():
+                raise TypeError(f"Expected tag names to be non-empty strings but got {name!r}")
+            if not isinstance(value, str):
+                raise TypeError(f"Expected tag {name!r} to have a string value but got {type(value).__name__}: {value!r}")
+        object.__setattr__(self, "_items", pairs)
+
+    def __getitem__(self, name: str) -> str:
+        for key, value in self._items:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Any:
+        return (key for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Tags are immutable")
+
+    def __repr__(self) -> str:
+        return f"Tags({dict(self._items)!r})"
+
+
+@dataclass(frozen=True, init=False)
 class Prompt:
     """One validation prompt.
 
@@ -97,47 +150,62 @@ class Prompt:
             logged metric and image names).
         text: The prompt text given to the generator and to CLIP. Must contain at
             least one non-whitespace character.
-        category: Optional category used to spread subsets and to report
-            per-category scores.
+        category: Shorthand for ``tags={"category": category}``.
+        tags: What the prompt tests, as ``{name: value}`` strings (Parti Prompts:
+            ``category`` and ``challenge``; GenEval: ``tag`` and what it asks for). The
+            first tag spreads subsets; every tag gets a mean per value in the callback.
 
     The ``seed`` field is not an argument: it is always ``prompt_seed(text)``, so a
     prompt keeps its seed when it is moved, renamed or loaded from another file.
 
     Raises:
-        TypeError: If ``id``, ``text`` or ``category`` has the wrong type.
-        ValueError: If ``id`` or ``text`` is empty or whitespace-only.
+        TypeError: If ``id``, ``text``, ``category`` or a tag has the wrong type.
+        ValueError: If ``id`` or ``text`` is empty or whitespace-only, or ``category``
+            disagrees with ``tags["category"]``.
 
     Example:
         >>> from clip_metric.prompts import Prompt, prompt_seed
         >>> p = Prompt("animals-fox", "a red fox pouncing into deep snow", category="animals")
         >>> p.seed == prompt_seed(p.text)
         True
-        >>> p.category
-        'animals'
+        >>> p.category, dict(p.tags)
+        ('animals', {'category': 'animals'})
     """
 
     id: str
     text: str
-    category: str | None = None
-    seed: int = field(init=False)
+    tags: Tags
+    seed: int = field(init=False)  # always prompt_seed(text): dataclasses.replace recomputes it
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str):
-            raise TypeError(f"Prompt id must be a str, got {type(self.id).__name__}: {self.id!r}")
-        if not self.id.strip():
-            raise ValueError(f"Prompt id must not be empty, got {self.id!r}")
-        if not isinstance(self.text, str):
+    def __init__(
+        self, id: str, text: str, category: str | None = None, *, tags: Mapping[str, str] | None = None
+    ) -> None:
+        if not isinstance(id, str):
+            raise TypeError(f"Prompt id must be a str, got {type(id).__name__}: {id!r}")
+        if not id.strip():
+            raise ValueError(f"Prompt id must not be empty, got {id!r}")
+        if not isinstance(text, str):
+            raise TypeError(f"Prompt {id!r}: text must be a str, got {type(text).__name__}: {text!r}")
+        if not text.strip():
+            raise ValueError(f"Prompt {id!r}: text must not be empty or whitespace-only")
+        if category is not None and not isinstance(category, str):
             raise TypeError(
-                f"Prompt {self.id!r}: text must be a str, got {type(self.text).__name__}: {self.text!r}"
+                f"Prompt {id!r}: category must be a str or None, got {type(category).__name__}: {category!r}"
             )
-        if not self.text.strip():
-            raise ValueError(f"Prompt {self.id!r}: text must not be empty or whitespace-only")
-        if self.category is not None and not isinstance(self.category, str):
-            raise TypeError(
-                f"Prompt {self.id!r}: category must be a str or None, "
-                f"got {type(self.category).__name__}: {self.category!r}"
-            )
-        object.__setattr__(self, "seed", prompt_seed(self.text))
+        merged = dict(tags or {})
+        if category is not None:
+            if merged.get("category", category) != category:
+                raise ValueError(f"Prompt {id!r}: category {category!r} differs from tags['category'] {merged['category']!r}")
+            merged = {"category": category, **{k: v for k, v in merged.items() if k != "category"}}
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "tags", merged if isinstance(merged, Tags) else Tags(merged))
+        object.__setattr__(self, "seed", prompt_seed(text))
+
+    @property
+    def category(self) -> str | None:
+        """The ``category`` tag, or None."""
+        return self.tags.get("category")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -165,7 +233,7 @@ class _Builder:
         self.prompts: list[Prompt] = []
         self._seen: dict[str, str] = {}
 
-    def add(self, id_: Any, text: Any, category: Any, where: str) -> None:
+    def add(self, id_: Any, text: Any, tags: Mapping[str, Any] | None, where: str) -> None:
         origin = self.origin
         if isinstance(id_, bool) or not isinstance(id_, (str, int)):
             raise origin.error(where, f"id must be a string, got {type(id_).__name__}: {id_!r}")
@@ -179,23 +247,30 @@ class _Builder:
         text = text.strip()
         if not text:
             raise origin.error(where, f"prompt {id_!r} is empty or whitespace-only")
-        if category is not None:
-            if not isinstance(category, str):
-                raise origin.error(
-                    where,
-                    f"category of {id_!r} must be a string, "
-                    f"got {type(category).__name__}: {category!r}",
-                )
-            category = category.strip() or None
+        clean: dict[str, str] = {}
+        for name, value in (tags or {}).items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif not isinstance(value, (str, int, float)):
+                if name == "category":
+                    raise origin.error(
+                        where, f"category of {id_!r} must be a string, got {type(value).__name__}: {value!r}"
+                    )
+                continue  # lists and objects describe the prompt but are not tags
+            value = str(value).strip()
+            if value:
+                clean[str(name).strip().lower()] = value
         if id_ in self._seen:
             raise origin.error(where, f"duplicate id {id_!r} (first defined at {self._seen[id_]})")
         self._seen[id_] = where
-        self.prompts.append(Prompt(id=id_, text=text, category=category))
+        self.prompts.append(Prompt(id_, text, tags=clean))
 
     def add_entry(self, entry: Any, default_id: str, where: str) -> None:
-        """Add a string, a :class:`Prompt` or a ``{"prompt"|"text", "id", "category"}`` object."""
+        """Add a string, a :class:`Prompt` or a ``{"prompt"|"text", "id", tags...}`` object."""
         if isinstance(entry, Prompt):
-            self.add(entry.id, entry.text, entry.category, where)
+            self.add(entry.id, entry.text, entry.tags, where)
             return
         if isinstance(entry, str):
             self.add(default_id, entry, None, where)
@@ -203,7 +278,7 @@ class _Builder:
         if isinstance(entry, Mapping):
             text = _entry_text(self.origin, entry, where)
             id_ = entry.get("id", default_id)
-            self.add(id_, text, entry.get("category"), where)
+            self.add(id_, text, _entry_tags(entry), where)
             return
         raise self.origin.error(
             where,
@@ -228,6 +303,14 @@ def _entry_text(origin: _Origin, entry: Mapping[str, Any], where: str) -> Any:
     return entry["prompt"] if has_prompt else entry["text"]
 
 
+_NOT_TAGS = ("prompt", "text", "id")
+
+
+def _entry_tags(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of an entry but its prompt and id: ``category`` and any others are tags."""
+    return {key: value for key, value in entry.items() if key not in _NOT_TAGS}
+
+
 def _from_mapping(builder: _Builder, data: Mapping[Any, Any], where_of: Any) -> None:
     """``{"id": "prompt"}`` or ``{"id": {"prompt": ..., "category": ...}}``."""
     for key, value in data.items():
@@ -237,7 +320,7 @@ def _from_mapping(builder: _Builder, data: Mapping[Any, Any], where_of: Any) -> 
         if isinstance(value, str):
             builder.add(key, value, None, where)
         elif isinstance(value, Mapping):
-            builder.add(key, _entry_text(builder.origin, value, where), value.get("category"), where)
+            builder.add(key, _entry_text(builder.origin, value, where), _entry_tags(value), where)
         else:
             raise builder.origin.error(
                 where,
@@ -342,7 +425,8 @@ def _load_table(path: Path, builder: _Builder, delimiter: str) -> None:
         where = f"row {row_number} (line {line})"
         if "prompt" not in row:
             raise builder.origin.error(where, "missing 'Prompt' value")
-        builder.add(f"row-{row_number}", row["prompt"], row.get("category"), where)
+        tags = {name: value for name, value in row.items() if name not in _NOT_TAGS}
+        builder.add(f"row-{row_number}", row["prompt"], tags, where)
 
 
 _LOADERS = {
@@ -373,13 +457,54 @@ def _load_file(path: Path) -> list[Prompt]:
     return builder.finish()
 
 
-@functools.lru_cache(maxsize=1)
-def _builtin() -> tuple[Prompt, ...]:
+def _parti() -> list[Prompt]:
+    """Parti Prompts as published (``PartiPrompts.tsv``); its Note column is not a tag."""
+    path = _DATA / "parti" / "PartiPrompts.tsv"
+    _, rows = read_table(read_text(path, "prompt library"), path, "\t")
+    builder = _Builder(_Origin(str(path)))
+    for number, (line, row) in enumerate(rows, start=1):
+        tags = {"category": row.get("category"), "challenge": row.get("challenge")}
+        builder.add(f"parti-{number:04d}", row.get("prompt"), tags, f"line {line}")
+    return builder.finish()
+
+
+def _geneval() -> list[Prompt]:
+    """GenEval's prompts as published (``evaluation_metadata.jsonl``), tagged by what they ask for."""
+    path = _DATA / "geneval" / "evaluation_metadata.jsonl"
+    builder = _Builder(_Origin(str(path)))
+    for number, (line, entry) in enumerate(iter_jsonl(read_text(path, "prompt library"), path), start=1):
+        include = entry.get("include", [])
+        tags: dict[str, Any] = {"tag": entry.get("tag"), "objects": len(include)}
+        if entry.get("tag") == "counting":
+            tags["count"] = include[0].get("count")
+        colors = [item["color"] for item in include if "color" in item]
+        if len(colors) == 1:
+            tags["color"] = colors[0]
+        positions = [item["position"][0] for item in include if "position" in item]
+        if positions:
+            tags["position"] = positions[0]
+        builder.add(f"geneval-{number:03d}", entry.get("prompt"), tags, f"line {line}")
+    return builder.finish()
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin(name: str = BUILTIN_LIBRARY) -> tuple[Prompt, ...]:
+    if name == "parti":
+        return tuple(_parti())
+    if name == "geneval":
+        return tuple(_geneval())
     return tuple(_load_file(BUILTIN_LIBRARY_PATH))
 
 
-def builtin_prompts() -> list[Prompt]:
-    """Return the built-in prompt library.
+def builtin_prompts(name: str = BUILTIN_LIBRARY) -> list[Prompt]:
+    """Return a library bundled with the package: ``"default"``, ``"parti"`` or ``"geneval"``.
+
+    ``"parti"`` is Parti Prompts and ``"geneval"`` GenEval's prompts, copied unchanged from
+    their authors' repositories with their licences (see :data:`BUILTIN_LIBRARIES`); ids are
+    ``parti-0001`` ... in file order and ``geneval-001`` ...; files load once per process.
+
+    Raises:
+        ValueError: for an unknown name.
 
     The library holds 144 prompts written for this package, twelve in each of the
     categories ``people``, ``animals``, ``landscapes``, ``objects``, ``food``,
@@ -397,8 +522,13 @@ def builtin_prompts() -> list[Prompt]:
         True
         >>> next(p for p in prompts if p.id == "animals-red-fox-snow").category
         'animals'
+        >>> parti = builtin_prompts("parti")
+        >>> len(parti), dict(parti[0].tags)
+        (1632, {'category': 'Abstract', 'challenge': 'Basic'})
     """
-    return list(_builtin())
+    if name not in BUILTIN_LIBRARIES:
+        raise ValueError(f"Expected a bundled library name, one of {tuple(BUILTIN_LIBRARIES)}, but got {name!r}")
+    return list(_builtin(name))
 
 
 def _stable_key(value: str) -> str:
@@ -408,13 +538,14 @@ def _stable_key(value: str) -> str:
 def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[Prompt]:
     """Return a deterministic subset of at most ``max_prompts`` prompts.
 
-    Prompts are ranked round-robin over their categories: within each category
-    (uncategorised prompts form one group) prompts are ordered by the SHA-256 of
-    their text (ties by id), categories are visited in the order of the SHA-256 of
-    their names, and the first ``max_prompts`` of that ranking are kept. The
-    ranking does not depend on ``max_prompts``, so a smaller subset is always
-    contained in a larger one, and every category is represented as soon as
-    ``max_prompts`` reaches the number of categories. The result keeps the original
+    Prompts are ranked round-robin over the values of their first tag (the
+    ``category`` of the package's own library and of Parti Prompts, GenEval's task
+    ``tag``): within each group (untagged prompts form one) prompts are ordered by
+    the SHA-256 of their text (ties by id), groups are visited in the order of the
+    SHA-256 of ``"<tag>:<value>"``, and the first ``max_prompts`` of that ranking
+    are kept. The ranking does not depend on ``max_prompts``, so a smaller subset is
+    always contained in a larger one, and every group is represented as soon as
+    ``max_prompts`` reaches the number of groups. The result keeps the original
     library order.
 
     Args:
@@ -441,10 +572,11 @@ def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[P
         return list(prompts)
     groups: dict[str | None, list[int]] = {}
     for index, prompt in enumerate(prompts):
-        groups.setdefault(prompt.category, []).append(index)
+        first = next(iter(prompt.tags.items()), None)  # subsets are balanced over the first tag
+        groups.setdefault(None if first is None else f"{first[0]}:{first[1]}", []).append(index)
     ranking: list[tuple[int, str, int]] = []
-    for category, members in groups.items():
-        category_key = _stable_key("" if category is None else "category:" + category)
+    for group, members in groups.items():
+        category_key = _stable_key("" if group is None else group)
         members.sort(key=lambda i: (_stable_key(prompts[i].text), prompts[i].id))
         ranking.extend((rank, category_key, index) for rank, index in enumerate(members))
     ranking.sort()
@@ -464,8 +596,9 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
 
     ``source`` may be:
 
-    * ``True`` or ``"default"``: the built-in library (see :func:`builtin_prompts`).
-      To load a file literally named ``default``, pass ``"./default"``.
+    * ``True`` or ``"default"``: the package's own library; ``"parti"``: Parti
+      Prompts; ``"geneval"``: GenEval's prompts (see :func:`builtin_prompts`). To
+      load a file literally named ``default`` (or ``parti``), pass ``"./default"``.
     * A list or tuple whose items are prompt strings (ids ``"item-<n>"``, 1-based),
       :class:`Prompt` objects, or objects with a ``"prompt"`` (or ``"text"``) key and
       optional ``"id"`` and ``"category"`` keys.
@@ -475,14 +608,16 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
       - ``.txt``: one prompt a line; blank lines and lines starting with ``#`` are
         skipped; ids are ``"line-<n>"`` with ``n`` the 1-based line number.
       - ``.json``: an object in one of the dict shapes above (the format of
-        SimpleTuner's ``user_prompt_library``) or a list as above. Unknown keys in
-        entry objects are ignored.
+        SimpleTuner's ``user_prompt_library``) or a list as above. Other fields of
+        entry objects with string, number or boolean values become tags (lists and
+        objects are not tags and are left out).
       - ``.jsonl``: one object a line with a ``"prompt"`` or ``"text"`` key and
         optional ``"id"`` (default ``"line-<n>"``) and ``"category"``.
-      - ``.tsv`` / ``.csv``: a header row with a ``Prompt`` column and optionally a
-        ``Category`` column (matched case-insensitively, as in Parti Prompts'
-        ``Prompt, Category, Challenge, Note``); other columns are ignored; ids are
-        ``"row-<n>"`` with ``n`` the 1-based data row. TSV fields are not quoted.
+      - ``.tsv`` / ``.csv``: a header row with a ``Prompt`` column (matched
+        case-insensitively); every other column is a tag (lower-cased names, empty
+        cells left out), so Parti Prompts' ``Prompt, Category, Challenge, Note``
+        gives tags ``category``, ``challenge`` and ``note``; ids are ``"row-<n>"``
+        with ``n`` the 1-based data row. TSV fields are not quoted.
 
     Files are read as UTF-8 (a byte-order mark is allowed). Prompt texts and
     categories are stripped of surrounding whitespace; an empty category becomes
@@ -525,8 +660,10 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
             "check for it before calling load_prompt_library, or pass True / 'default' "
             "for the built-in library"
         )
-    if source is True or (isinstance(source, str) and source == BUILTIN_LIBRARY):
+    if source is True:
         prompts = builtin_prompts()
+    elif isinstance(source, str) and source in BUILTIN_LIBRARIES:
+        prompts = builtin_prompts(source)
     elif isinstance(source, (str, os.PathLike)):
         prompts = _load_file(Path(os.fspath(source)))
     elif isinstance(source, Mapping):

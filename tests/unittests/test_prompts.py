@@ -397,7 +397,7 @@ def test_json_list_entry_not_string(tmp_path: Path) -> None:
 
 
 def test_json_bad_category(tmp_path: Path) -> None:
-    path = write(tmp_path / "cat.json", '{"x": {"prompt": "a cat", "category": 1}}')
+    path = write(tmp_path / "cat.json", '{"x": {"prompt": "a cat", "category": ["animals"]}}')
     with pytest.raises(ValueError, match=r"cat\.json, key 'x'.*category of 'x' must be a string"):
         load_prompt_library(path)
 
