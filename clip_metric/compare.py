@@ -30,6 +30,7 @@ class Evaluation:
     path: Path
     keys: tuple[tuple[str, str, int | None], ...]
     scores: np.ndarray
+    signature: dict | None = None
 
     @property
     def mean(self) -> float:
@@ -71,7 +72,8 @@ def read_scores_file(path: str | os.PathLike) -> Evaluation:
         raise ValueError(f"{scores.path}: the header records no training step")
     keys = tuple(record.key for record in scores.records)
     values = np.asarray([record.score for record in scores.records], dtype=np.float64)
-    return Evaluation(step, scores.path, keys, values)
+    signature = scores.header.get("signature")
+    return Evaluation(step, scores.path, keys, values, dict(signature) if isinstance(signature, dict) else None)
 
 
 def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
@@ -208,6 +210,15 @@ def read_tensorboard_history(run_dir: str | os.PathLike, prefix: str = "clip/") 
                 for event in accumulator.Scalars(tag):
                     rows.setdefault(event.step, {"step": event.step})[f"clip/{name}"] = event.value
     return [rows[step] for step in sorted(rows) if "clip/mean" in rows[step]]
+
+
+def signature_differences(a: Evaluation, b: Evaluation) -> list[str] | None:
+    """``"field: a vs b"`` for each signature field that differs; None if either has no signature."""
+    from clip_metric.signature import ScoreSignature
+
+    if a.signature is None or b.signature is None:
+        return None
+    return ScoreSignature.from_dict(a.signature).differences(ScoreSignature.from_dict(b.signature))
 
 
 def best_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation:

@@ -36,11 +36,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--plot", help="write a PNG of clip/mean against step for every run")
     parser.add_argument("--bootstrap", type=_bootstrap, default=5000, help=f"bootstrap resamples (1 to {MAX_BOOTSTRAP})")
     parser.add_argument("--level", type=_level, default=0.95, help="interval level, in (0, 1)")
+    parser.add_argument(
+        "--allow-different-signatures", action="store_true",
+        help="compare runs whose score signatures differ (each difference is printed as a warning)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip_metric.compare import best_evaluation, find_runs, paired_difference, plot_runs, read_tensorboard_history
+    from clip_metric.compare import (
+        best_evaluation,
+        find_runs,
+        paired_difference,
+        plot_runs,
+        read_tensorboard_history,
+        signature_differences,
+    )
 
     if args.plot and Path(args.plot).is_dir():
         raise CliError(f"--plot {args.plot} is a directory; name a .png file")
@@ -62,6 +74,46 @@ def run(args: argparse.Namespace) -> int:
         for name, evaluations in found.items():
             fallback = str(run_dir) if len(found) == 1 else None
             runs[_unique(name, runs, logged, fallback=fallback)] = evaluations
+    names = list(runs)
+    # Signatures first: numbers made differently are not compared unless the user says so.
+    pairs: list[dict] = []
+    for other in names[1:]:
+        a, b = runs[names[0]][-1], runs[other][-1]
+        differences = signature_differences(b, a)  # "theirs vs the base run"
+        if differences is None:
+            stderr(f"warning: {names[0]} or {other} has no score signature; cannot check they were scored alike")
+        elif differences and not args.allow_different_signatures:
+            raise CliError(
+                f"{other} and {names[0]} were scored differently: {'; '.join(differences)} "
+                "(pass --allow-different-signatures to compare them anyway)"
+            )
+        for difference in differences or []:
+            stderr(f"warning: {other} vs {names[0]} signature differs: {difference}")
+        entry: dict = {"run": other, "base": names[0], "step": b.step, "base_step": a.step}
+        try:
+            d = paired_difference(a, b, n_boot=args.bootstrap, level=args.level)
+        except ValueError as err:
+            entry["error"] = str(err)
+        else:
+            entry.update(difference=d.difference, low=d.low, high=d.high, shared=d.shared, mean=d.mean_b,
+                         base_mean=d.mean_a, significant=d.significant)
+        pairs.append(entry)
+    plot = str(plot_runs(runs, args.plot, level=args.level, logged=logged)) if args.plot else None
+    if args.json:
+        import json
+
+        report = {
+            "runs": {
+                name: {"last": {"step": e[-1].step, **e[-1].summary()},
+                       "best": {"step": best_evaluation(e).step, **best_evaluation(e).summary()},
+                       "signature": e[-1].signature}
+                for name, e in runs.items()
+            },
+            "logged": {name: history for name, history in logged.items()},
+            "level": args.level, "pairs": pairs, "plot": plot,
+        }
+        print(json.dumps(report))
+        return 0
     header = f"{'run':<24} {'eval':<5} {'step':>8} {'mean':>8} {'min':>8} {'max':>8} {'std':>8} {'count':>6}"
     print(header)
     print("-" * len(header))
@@ -74,25 +126,21 @@ def run(args: argparse.Namespace) -> int:
             _print_row(name, label, int(row["step"]), row)
     if logged:
         print(f"(from TensorBoard scalars, no per-prompt scores: {', '.join(logged)})")
-    names = list(runs)
-    if len(names) > 1:
+    if pairs:
         print()
         print(f"paired difference of clip/mean at each run's last evaluation, over the prompts (id, text and seed) "
               f"both scored, bootstrap {int(args.level * 100)}% interval:")
-        base = names[0]
-        a = runs[base][-1]
-        for other in names[1:]:
-            b = runs[other][-1]
-            try:
-                d = paired_difference(a, b, n_boot=args.bootstrap, level=args.level)
-            except ValueError as err:
-                print(f"  {other} - {base}: not comparable ({err})")
-                continue
-            verdict = "significant" if d.significant else "not significant (the interval includes 0)"
-            print(f"  {other} (step {b.step}) - {base} (step {a.step}): {d.difference:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
-                  f"over {d.shared} shared prompts (means {d.mean_b:.4f} vs {d.mean_a:.4f}): {verdict}")
-    if args.plot:
-        print(f"plot: {plot_runs(runs, args.plot, level=args.level, logged=logged)}")
+    for entry in pairs:
+        other, base = entry["run"], entry["base"]
+        if "error" in entry:
+            print(f"  {other} - {base}: not comparable ({entry['error']})")
+            continue
+        verdict = "significant" if entry["significant"] else "not significant (the interval includes 0)"
+        print(f"  {other} (step {entry['step']}) - {base} (step {entry['base_step']}): {entry['difference']:+.4f} "
+              f"[{entry['low']:+.4f}, {entry['high']:+.4f}] over {entry['shared']} shared prompts "
+              f"(means {entry['mean']:.4f} vs {entry['base_mean']:.4f}): {verdict}")
+    if plot:
+        print(f"plot: {plot}")
     return 0
 
 

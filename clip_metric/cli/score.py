@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--devices", type=positive_int, default=1, help="number of devices (processes) to score on")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda", "gpu", "mps"), help="where to score")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no loading messages")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (statistics, interval, signature)")
     parser.set_defaults(run=run)
 
 
@@ -91,7 +92,13 @@ def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: arg
     all_unreadable = _gather_objects(fabric, unreadable)
     if fabric.global_rank != 0:
         return None
-    return {"summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable}
+    from clip_metric.signature import signature_of
+
+    signature = signature_of(encoder, scale=metric.scale, library="captions", texts=prompts)
+    return {
+        "summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable,
+        "signature": signature.as_dict(), "signature_string": str(signature),
+    }
 
 
 def _gather_objects(fabric: Any, items: list) -> list:
@@ -156,6 +163,18 @@ def run(args: argparse.Namespace) -> int:
     if not scores:
         raise CliError("no image could be scored")
     interval = _confidence_interval(scores)
+    if output is not None:
+        _write(output, result["ids"], scores, pairs, result["signature"])
+    if args.json:
+        import json
+
+        report = {
+            "model": args.model, **{k: summary[k] for k in summary}, "clip/count": int(summary["clip/count"]),
+            "ci95": None if interval is None else list(interval), "signature": result["signature"],
+            "signature_string": result["signature_string"], "output": None if output is None else str(output),
+        }
+        print(json.dumps(report))
+        return 0
     print(f"model: {args.model}")
     for key in STAT_NAMES[:-1]:
         print(f"clip/{key:<6} {summary[f'clip/{key}']:.4f}")
@@ -164,13 +183,13 @@ def run(args: argparse.Namespace) -> int:
         print("95% CI of the mean: n/a (fewer than 2 images)")
     else:
         print(f"95% CI of the mean: [{interval[0]:.4f}, {interval[1]:.4f}]")
+    print(f"signature: {result['signature_string']}")
     if output is not None:
-        _write(output, result["ids"], scores, pairs)
         print(f"per-image scores: {output}")
     return 0
 
 
-def _write(path: Path, ids: list[int], scores: list[float], pairs: Any) -> None:
+def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signature: dict) -> None:
     from clip_metric.records import ScoreRecord, write_scores
 
     records = sorted(
@@ -178,4 +197,4 @@ def _write(path: Path, ids: list[int], scores: list[float], pairs: Any) -> None:
          for i, s in zip(ids, scores)),
         key=lambda r: r.prompt_id,
     )
-    write_scores(path, records, header={"scale": "cosine"})
+    write_scores(path, records, header={"scale": "cosine", "signature": signature})
