@@ -5,7 +5,9 @@ link is an image of its own, found where the link is (its caption is the one bes
 dangling links, link loops and special files (FIFOs, devices, sockets) with image names are
 skipped and named, never opened. Captions, first match wins:
 
-1. ``--prompts FILE``: ``.jsonl`` (``file_name`` + ``text``/``prompt`` per line), ``.json``
+1. ``--prompts parti`` (or ``geneval``, ``default``): images named after the library's prompt
+   ids (``parti-0001.png``, or ``parti-0001-2.png`` for a second image of that prompt);
+   ``--prompts FILE``: ``.jsonl`` (``file_name`` + ``text``/``prompt`` per line), ``.json``
    (``{"file_name": "prompt"}``), ``.csv``/``.tsv`` (``file_name`` + ``text``/``prompt`` columns),
    or ``.txt`` (one prompt a line, in the sorted order of the images; counts must match);
 2. a ``metadata.jsonl`` in the image's folder (Hugging Face ``imagefolder`` layout);
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_metric.prompts import BUILTIN_LIBRARIES, builtin_prompts
 from clip_metric.utilities.readers import iter_jsonl, located, parse_json, read_table, read_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -154,6 +157,8 @@ def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.Pat
             differs from the number of images.
     """
     pairs = Pairs()
+    if isinstance(prompts_file, str) and prompts_file in BUILTIN_LIBRARIES and not Path(prompts_file).exists():
+        return _pair_with_library(images, prompts_file)
     if prompts_file is not None:
         path = Path(prompts_file)
         if path.suffix.lower() == ".txt":
@@ -190,6 +195,24 @@ def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.Pat
                     pairs.skipped.append((image, f"its caption cannot be read: {err}"))
                     continue
         _add(pairs, image, caption)
+    return pairs
+
+
+def _pair_with_library(images: Sequence[Path], name: str) -> Pairs:
+    """Images named after a bundled library's prompt ids (``parti-0001.png``, ``parti-0001-2.png``).
+
+    A stem is the prompt id, optionally followed by ``-<k>`` for the k-th image of that prompt.
+    Prompts of the library no image is named after are reported as missing images.
+    """
+    library = {prompt.id: prompt.text for prompt in builtin_prompts(name)}
+    pairs, used = Pairs(), set()
+    for image in images:
+        stem = image.stem
+        key = stem if stem in library else stem.rsplit("-", 1)[0] if stem.rsplit("-", 1)[-1].isdigit() else stem
+        _add(pairs, image, library.get(key))
+        if key in library:
+            used.add(key)
+    pairs.missing_images = [f"{key} ({name})" for key in library if key not in used]
     return pairs
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_metric.cli._common import CliError, Formatter, names, positive_int, resolve_model, stderr
+from clip_metric.prompts import BUILTIN_LIBRARIES
 from clip_metric.utilities.constants import DEFAULT_MODEL, STAT_NAMES
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
@@ -20,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("score", help="score images against their captions", formatter_class=Formatter)
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns (PNG, JPEG, WebP)")
     parser.add_argument(
-        "--prompts", help="captions: .jsonl/.json/.csv/.tsv keyed by file_name, or .txt one per image "
+        "--prompts", help="captions: .jsonl/.json/.csv/.tsv keyed by file_name, .txt one per image, or a bundled "
+        "library (parti, geneval, default) for images named after its prompt ids "
         "(default: metadata.jsonl or x.txt beside x.png)"
     )
     parser.add_argument("--model", help=f"hub id or local directory (e.g. {DEFAULT_MODEL}); default: the embedded demo model")
@@ -94,7 +96,8 @@ def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: arg
         return None
     from clip_metric.signature import signature_of
 
-    signature = signature_of(encoder, scale=metric.scale, library="captions", texts=prompts)
+    library = args.prompts if args.prompts in BUILTIN_LIBRARIES else "captions"
+    signature = signature_of(encoder, scale=metric.scale, library=library, texts=prompts)
     return {
         "summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable,
         "signature": signature.as_dict(), "signature_string": str(signature),

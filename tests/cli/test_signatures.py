@@ -83,3 +83,24 @@ def test_compare_can_be_told_to_go_ahead_and_warns(tmp_path, capsys):
     (pair,) = report["pairs"]
     assert pair["run"] == "b" and pair["shared"] == 20 and pair["difference"] == pytest.approx(0.01)
     assert report["runs"]["a"]["last"]["step"] == 10
+
+
+def test_score_against_a_bundled_library_by_prompt_id(tmp_path, tiny_clip_dir, capsys):
+    from clip_metric.prompts import builtin_prompts
+
+    folder = tmp_path / "parti"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("parti-0001", "parti-0001-2", "parti-0002", "unrelated"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(folder), "--prompts", "parti", "--model", str(tiny_clip_dir), "--quiet",
+                 "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    texts = {p.id: p.text for p in builtin_prompts("parti")}
+    rows = read_scores(out).records
+    assert sorted((r.file.rsplit("/", 1)[-1], r.prompt) for r in rows) == [
+        ("parti-0001-2.png", texts["parti-0001"]), ("parti-0001.png", texts["parti-0001"]),
+        ("parti-0002.png", texts["parti-0002"]),
+    ]
+    assert "unrelated.png" in captured.err and "|prompts:parti#" in captured.out
