@@ -137,6 +137,9 @@ class Tags(Mapping[str, str]):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Tags are immutable")
 
+    def __reduce__(self) -> Any:
+        return (Tags, (dict(self._items),))  # immutability blocks the default slot restore
+
     def __repr__(self) -> str:
         return f"Tags({dict(self._items)!r})"
 

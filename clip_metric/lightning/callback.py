@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import re
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -63,7 +66,8 @@ class ClipScoreCallback(Callback):
     :class:`~clip_metric.ScoreStatistics` syncs sum, sum of squares, count, min and max; and
     ``clip/mean``, ``clip/min``, ``clip/max``, ``clip/std``, ``clip/count`` are logged through the
     trainer's loggers, where ``EarlyStopping`` and ``ModelCheckpoint`` can
-    ``monitor="clip/mean"``. Sanity-check validation is skipped.
+    ``monitor="clip/mean"``. Sanity-check validation is skipped; under ``fast_dev_run`` one batch
+    of prompts per rank is scored once, whatever the schedule, and no file is written.
 
     Images come from ``generate_fn(pl_module, prompts, seeds)`` or, without one, from
     ``pl_module.generate_images(prompts, seeds)`` (see :mod:`clip_metric.lightning.generation`).
@@ -73,8 +77,12 @@ class ClipScoreCallback(Callback):
     callback does not change the training trajectory.
 
     Everything that can fail at the first evaluation fails before the first training step: the
-    CLIP model is loaded in ``setup`` and one tiny generate-and-score pass runs at fit start.
-    Failures are decided jointly, so no rank is left waiting in a collective.
+    CLIP model is loaded in ``setup``, schedules that a monitor of these keys could not rely on
+    are refused there (``MisconfigurationException`` saying how to fix them), a schedule that
+    never evaluates is warned about, and one tiny generate-and-score pass runs at fit start.
+    Failures are decided jointly, so no rank is left waiting in a collective. Rank 0 shows a bar
+    over the prompts in the trainer's TQDM or Rich progress bar, and logs a start and a result
+    line per evaluation.
 
     The CLIP encoder is not a parameter of the module, not in its optimizer and not in any
     checkpoint. ``offload=True`` moves it to the CPU between evaluations.
@@ -92,7 +100,8 @@ class ClipScoreCallback(Callback):
         precision: CLIP precision (see :class:`~clip_metric.ClipScore`).
         value_range: ``(low, high)`` of float images from ``generate_fn`` (default ``(0, 1)``).
         scale: ``"cosine"`` (default), ``"torchmetrics"`` or ``"clipscore"``.
-        prefix: key prefix (default ``"clip/"``); two callbacks in one Trainer need two prefixes.
+        prefix: key prefix (default ``"clip/"``), part of ``state_key``: two callbacks in one
+            Trainer need two prefixes.
         attention_policy: ``"restore"`` (default: CLIP runs with torch's original attention while
             SageAttention stays on for the model under training), ``"strict"`` (fail at setup) or
             ``"ignore"``.
@@ -104,7 +113,8 @@ class ClipScoreCallback(Callback):
             for ``clip-metric compare``.
         scores_dir: where score files go. Default: ``<log_dir>/clip_scores`` of the first logger
             (versioned by the logger), else a new ``<default_root_dir>/clip_metric_logs/version_N/
-            clip_scores``. Resolved once in ``setup``; files are never overwritten.
+            clip_scores``; a sub-folder per prefix other than ``"clip/"``. Resolved once per Trainer
+            in ``setup``; files are never overwritten.
         enabled: ``False`` makes the callback do nothing (``evaluation_type: "none"``).
 
     Raises:
@@ -185,8 +195,20 @@ class ClipScoreCallback(Callback):
         self._encoder: ClipEncoder | None = model_name_or_path if isinstance(model_name_or_path, ClipEncoder) else None
         self._generate: GenerateFn | None = None
         self._resolved_scores_dir: Path | None = None
+        # Which Trainer the folder was resolved for, and that run's folder, shared by the
+        # ClipScoreCallbacks of one Trainer.
+        self._scores_dir_owner: weakref.ref[Trainer] | None = None
+        self._run_dir: Path | None = None
         self._last_step_evaluated = -1
         self.history: list[dict[str, float]] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A weak reference does not pickle (ddp_spawn sends the callback to its workers); a
+        # worker resolves its own folder.
+        return {**self.__dict__, "_scores_dir_owner": None}
+
+    def _resolved_for(self, trainer: Trainer) -> bool:
+        return self._scores_dir_owner is not None and self._scores_dir_owner() is trainer
 
     @property
     @override
@@ -224,9 +246,16 @@ class ClipScoreCallback(Callback):
         for finding in findings:
             log.info("CLIP scoring will run with torch's original attention: %s", finding.detail)
         if stage == "fit":
-            self._check_monitors(trainer)
-        if self.save_scores and not trainer.fast_dev_run and self._resolved_scores_dir is None:
+            self._check_monitors(trainer, pl_module)
+            self._check_checkpoint_filenames(trainer)
+            reason = self._no_validation_loop(trainer, pl_module)
+            if reason:
+                rank_zero_warn(f"ClipScoreCallback will never evaluate in this run: {reason}")
+        if not self.save_scores or trainer.fast_dev_run:
+            self._resolved_scores_dir, self._scores_dir_owner = None, None
+        elif not self._resolved_for(trainer):  # once per Trainer: fit, validate and test share it
             self._resolved_scores_dir = self._resolve_scores_dir(trainer)
+            self._scores_dir_owner = weakref.ref(trainer)
         self._jointly(trainer, "loading the CLIP model", lambda: self._load_encoder(trainer))
 
     @override
@@ -244,17 +273,21 @@ class ClipScoreCallback(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.enabled:
-            reason = self._never_evaluates(trainer, pl_module)
+        # The first point where the epoch length is known; the validation loop was checked in setup.
+        if self.enabled and not self._no_validation_loop(trainer, pl_module):
+            reason = self._out_of_reach(trainer)
             if reason:
                 rank_zero_warn(f"ClipScoreCallback will never evaluate in this run: {reason}")
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.enabled or trainer.sanity_checking or self.every_n_epochs is None and trainer.state.fn == "fit":
+        if not self.enabled or trainer.sanity_checking:
             return
-        if trainer.state.fn == "fit" and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
-            return  # under trainer.validate() it always runs
+        if trainer.state.fn == "fit":  # under trainer.validate() it always runs
+            if self.every_n_epochs is None:
+                return  # a step schedule evaluates in on_train_batch_end
+            if not trainer.fast_dev_run and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+                return
         self._log_epoch_level(pl_module, self.evaluate(trainer, pl_module))
 
     @override
@@ -266,7 +299,10 @@ class ClipScoreCallback(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         n = self.every_n_train_steps
         step = trainer.global_step
-        if not self.enabled or n is None or step == 0 or step % n != 0 or step == self._last_step_evaluated:
+        if not self.enabled or n is None or step == 0 or step == self._last_step_evaluated:
+            return
+        # fast_dev_run checks the wiring: one evaluation, at the first step, whatever the schedule.
+        if (step != 1) if trainer.fast_dev_run else (step % n != 0):
             return
         values = self.evaluate(trainer, pl_module)
         # Written to the loggers directly: step-level self.log() would be filtered by
@@ -281,10 +317,11 @@ class ClipScoreCallback(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Tolerant: checkpoints from other versions may lack keys or carry extra ones.
-        self._last_step_evaluated = int(state_dict.get("last_step_evaluated", -1))
+        # Tolerant: checkpoints from other versions may lack keys, carry extra ones or other types.
+        step = state_dict.get("last_step_evaluated", -1)
+        self._last_step_evaluated = step if isinstance(step, int) and not isinstance(step, bool) else -1
         history = state_dict.get("history", [])
-        self.history = [dict(h) for h in history if isinstance(h, Mapping)]
+        self.history = [dict(h) for h in history if isinstance(h, Mapping)] if isinstance(history, list) else []
 
     @staticmethod
     def _log_epoch_level(pl_module: LightningModule, values: dict[str, Tensor]) -> None:
@@ -296,100 +333,238 @@ class ClipScoreCallback(Callback):
         )
 
     # ------------------------------------------------------------------ setup checks
+    def _owns_key(self, key: str) -> bool:
+        """Whether this callback logs ``key``: ``clip/mean``, not another callback's ``clip/parti/mean``."""
+        rest = key[len(self.prefix) :] if key.startswith(self.prefix) else None
+        return rest is not None and (rest in STAT_NAMES or rest.startswith("category/"))
+
     def _monitors(self, trainer: Trainer) -> list[Callback]:
         return [
             c for c in trainer.callbacks
-            if isinstance(c, (EarlyStopping, ModelCheckpoint)) and isinstance(c.monitor, str)
-            and c.monitor.startswith(self.prefix)
+            if isinstance(c, (EarlyStopping, ModelCheckpoint)) and isinstance(c.monitor, str) and self._owns_key(c.monitor)
         ]
 
-    def _check_monitors(self, trainer: Trainer) -> None:
+    def _check_monitors(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refuse schedules where a monitor of our keys would find no value, or a stale one."""
         for monitor in self._monitors(trainer):
-            name = f"{type(monitor).__name__}(monitor={monitor.monitor!r})"
-            ckpt_steps = getattr(monitor, "_every_n_train_steps", 0) if isinstance(monitor, ModelCheckpoint) else 0
-            if ckpt_steps:
-                n = self.every_n_train_steps
-                if n is None or ckpt_steps % n:
-                    raise MisconfigurationException(
-                        f"{name} checks every {ckpt_steps} training steps, but ClipScoreCallback evaluates "
-                        f"{'every ' + str(n) + ' steps' if n else 'at validation end'}: it would find no fresh value. "
-                        f"Use ClipScoreCallback(every_n_train_steps=N) with N dividing {ckpt_steps}."
-                    )
-                continue
-            if self.every_n_epochs is not None and self.every_n_epochs > 1:
-                raise MisconfigurationException(
-                    f"ClipScoreCallback(every_n_epochs={self.every_n_epochs}) skips validations, where {name} would "
-                    "find no value (or the last one again, counted against its patience). Evaluate at every "
-                    f"validation (every_n_epochs=1) and validate less often: Trainer(check_val_every_n_epoch="
-                    f"{self.every_n_epochs * (trainer.check_val_every_n_epoch or 1)})."
-                )
-            if self.every_n_train_steps is not None and not self._aligned_with_validation(trainer, monitor):
-                n = self.every_n_train_steps
-                raise MisconfigurationException(
-                    f"ClipScoreCallback(every_n_train_steps={n}) does not line up with the validations where {name} "
-                    "checks: it would find no value, or a stale one. Validate at the same steps: "
-                    f"Trainer(val_check_interval={n * trainer.accumulate_grad_batches}, check_val_every_n_epoch=None), "
-                    "or evaluate at validation end (every_n_epochs=1)."
-                )
+            problem = self._schedule_problem(trainer, pl_module, monitor)
+            if problem:
+                raise MisconfigurationException(f"{type(monitor).__name__}(monitor={monitor.monitor!r}) {problem}")
 
-    def _aligned_with_validation(self, trainer: Trainer, monitor: Callback) -> bool:
-        if isinstance(monitor, EarlyStopping):
-            on_train_epoch_end = monitor._check_on_train_epoch_end
-            if on_train_epoch_end is None:  # EarlyStopping.setup decides it the same way
-                on_train_epoch_end = trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
-            if on_train_epoch_end:
-                return False
-        interval = trainer.val_check_interval
+    def _schedule_problem(self, trainer: Trainer, pl_module: LightningModule, monitor: Callback) -> str | None:
+        """What keeps ``monitor`` from seeing a fresh evaluation at each of its checks, and the fix; None if nothing."""
+        n_steps, n_epochs = self.every_n_train_steps, self.every_n_epochs
+        check_every = trainer.check_val_every_n_epoch
+        if isinstance(monitor, ModelCheckpoint):
+            if getattr(monitor, "_train_time_interval", None) is not None:
+                return (
+                    "saves on a timer, which no evaluation schedule lines up with: it would find no value, or a stale "
+                    "one. Save on steps: ModelCheckpoint(every_n_train_steps=N) with ClipScoreCallback(every_n_train_steps=N)."
+                )
+            ckpt_steps = getattr(monitor, "_every_n_train_steps", 0)
+            if ckpt_steps:
+                if n_steps is not None and ckpt_steps % n_steps == 0:
+                    return None
+                when = f"every {n_steps} steps" if n_steps is not None else "at validation end"
+                return (
+                    f"saves every {ckpt_steps} training steps, but ClipScoreCallback evaluates {when}: it would find "
+                    f"no value, or a stale one. Use ClipScoreCallback(every_n_train_steps=N) with N dividing {ckpt_steps}."
+                )
+            every = monitor.every_n_epochs or 0
+            if every == 0:
+                return None  # saves no monitored checkpoint
+            flag, explicit = "save_on_train_epoch_end", getattr(monitor, "_save_on_train_epoch_end", None)
+        else:
+            every = 1
+            flag, explicit = "check_on_train_epoch_end", getattr(monitor, "_check_on_train_epoch_end", None)
+        # Where the monitor checks: at training epoch end, or at validation end (how both decide by default).
+        at_epoch_end = explicit if explicit is not None else (trainer.val_check_interval == 1.0 and check_every == 1)
+        flag_fix = f" and {type(monitor).__name__}({flag}=False)" if explicit else ""
+
+        if n_steps is not None:
+            steps = n_steps * trainer.accumulate_grad_batches
+            interval = trainer.val_check_interval
+            if not at_epoch_end and check_every is None and isinstance(interval, int) and interval % steps == 0:
+                return None
+            where = "at training epoch end" if at_epoch_end else "at validation"
+            missing = self._validation_loop_missing(trainer, pl_module)
+            if missing:  # validation cannot be moved to the evaluated steps
+                fix = (
+                    f"Save on the evaluated steps: ModelCheckpoint(every_n_train_steps={n_steps})"
+                    if isinstance(monitor, ModelCheckpoint)
+                    else "Add a validation loop and validate at the steps it evaluates: "
+                    f"Trainer(val_check_interval={steps}, check_val_every_n_epoch=None)"
+                )
+                return (
+                    f"checks {where}, which does not line up with ClipScoreCallback(every_n_train_steps={n_steps}), "
+                    f"and {missing}: it would find no value, or a stale one. {fix}."
+                )
+            return (
+                f"checks {where}, which does not line up with ClipScoreCallback(every_n_train_steps={n_steps}): it "
+                "would find no value, or a stale one. Validate at the steps it evaluates: "
+                f"Trainer(val_check_interval={steps}, check_val_every_n_epoch=None){flag_fix}; or evaluate at "
+                "validation end (every_n_epochs=1)."
+            )
+
+        no_loop = self._no_validation_loop(trainer, pl_module)
+        if no_loop:
+            return (
+                f"would never find a value: ClipScoreCallback evaluates at validation end, and {no_loop}. Add a "
+                "validation loop, or evaluate on steps: ClipScoreCallback(every_n_train_steps=N) with "
+                "ModelCheckpoint(every_n_train_steps=N)."
+            )
+        n = n_epochs or 1  # one of the two schedules is always set
+        if at_epoch_end:  # checks every `every`-th training epoch end: each must follow an evaluation
+            if check_every is not None and every % math.lcm(n, check_every) == 0:
+                return None
+        elif math.lcm(every, check_every or 1) % n == 0:  # checks at the validations of every `every`-th epoch
+            return None
+        validated = f", and the trainer validates every {check_every} epochs" if check_every and check_every > 1 else ""
+        alternative = (
+            f"; or save in evaluated epochs only: ModelCheckpoint(every_n_epochs={math.lcm(n, check_every or 1)})"
+            if isinstance(monitor, ModelCheckpoint) and not explicit else ""
+        )
         return (
-            trainer.check_val_every_n_epoch is None
-            and isinstance(interval, int)
-            and interval == self.every_n_train_steps * trainer.accumulate_grad_batches
+            f"checks in epochs where ClipScoreCallback(every_n_epochs={n}) does not evaluate (it evaluates in epochs "
+            f"{n}, {2 * n}, ...{validated}): it would find no value, or count the last one again against its "
+            "patience. Evaluate at every validation and validate less often: ClipScoreCallback(every_n_epochs=1) "
+            f"with Trainer(check_val_every_n_epoch={n * (check_every or 1)}){flag_fix}{alternative}."
         )
 
-    def _never_evaluates(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
-        if self.every_n_train_steps is not None:
-            if 0 < trainer.max_steps < self.every_n_train_steps:
-                return (
-                    f"max_steps={trainer.max_steps} ends the run before step {self.every_n_train_steps}; "
-                    "lower every_n_train_steps"
+    def _check_checkpoint_filenames(self, trainer: Trainer) -> None:
+        """Warn where Lightning would write one of our keys, '/' and all, into a checkpoint's path."""
+        for checkpoint in trainer.checkpoint_callbacks:
+            filename = getattr(checkpoint, "filename", None)
+            if not isinstance(checkpoint, ModelCheckpoint) or not isinstance(filename, str):
+                continue
+            # The metric names in the template, found as ModelCheckpoint finds them.
+            keys = [group[1:] for group in re.findall(r"(\{.*?)[:\}]", filename)]
+            ours = [key for key in keys if self._owns_key(key) and "/" in key]
+            if ours and checkpoint.auto_insert_metric_name:
+                key = ours[0]
+                rank_zero_warn(
+                    f"ModelCheckpoint(filename={filename!r}) writes '{key}=...' into the file name "
+                    "(auto_insert_metric_name=True), and its '/' makes a sub-folder. Pass "
+                    "auto_insert_metric_name=False and name the value without '/', e.g. "
+                    f"filename='epoch={{epoch}}-{key.replace('/', '_')}={{{key}:.4f}}'."
                 )
-            return None
-        if trainer.limit_val_batches == 0 or not is_overridden("validation_step", pl_module):
-            return (
-                "it evaluates at validation end and this run has no validation loop (no validation_step, or "
-                "limit_val_batches=0); add a validation_step or use every_n_train_steps=N"
-            )
-        batches = trainer.num_training_batches
-        if trainer.max_steps > 0 and trainer.val_check_interval == 1.0 and batches != float("inf"):
-            first = (trainer.check_val_every_n_epoch or 1) * self.every_n_epochs * batches
-            if trainer.max_steps * trainer.accumulate_grad_batches < first:
-                return (
-                    f"max_steps={trainer.max_steps} ends the run before the first epoch whose validation it waits "
-                    "for; use every_n_train_steps=N"
-                )
+
+    def _no_validation_loop(self, trainer: Trainer, pl_module: LightningModule) -> str | None:
+        """Why an evaluation at validation end can never come in ``fit``, or None."""
+        return None if self.every_n_epochs is None else self._validation_loop_missing(trainer, pl_module)
+
+    @staticmethod
+    def _validation_loop_missing(trainer: Trainer, pl_module: LightningModule) -> str | None:
+        if not is_overridden("validation_step", pl_module):
+            return f"the run has no validation loop ({type(pl_module).__name__} has no validation_step)"
+        if trainer.limit_val_batches == 0:
+            return "the run has no validation loop (Trainer(limit_val_batches=0))"
         return None
 
+    def _out_of_reach(self, trainer: Trainer) -> str | None:
+        """Why the first evaluation would come after the run ends (max_steps, max_epochs), or None."""
+        batches = trainer.num_training_batches
+        if trainer.fast_dev_run or not batches:
+            return None  # fast_dev_run evaluates once whatever the schedule; no batches, no training
+        accumulate = trainer.accumulate_grad_batches
+        # The last accumulation of an epoch steps too; an epoch without length never ends.
+        steps_per_epoch = math.inf if batches == math.inf else math.ceil(batches / accumulate)
+        max_steps = trainer.max_steps if trainer.max_steps > 0 else math.inf
+        max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else math.inf
+        limits = ", ".join(
+            f"{name}={value}" for name, value in (("max_steps", max_steps), ("max_epochs", max_epochs)) if value != math.inf
+        )
+        if self.every_n_train_steps is not None:
+            total_steps = min(max_steps, max_epochs * steps_per_epoch)
+            if self.every_n_train_steps > total_steps:
+                return (
+                    f"it evaluates after {self.every_n_train_steps} optimizer steps, and the run ends after "
+                    f"{total_steps} ({limits}); lower every_n_train_steps"
+                )
+            return None
+        first = self._first_evaluation_batch(trainer)
+        if first is None:
+            return None
+        epochs_text = f"it evaluates at validation end in epochs {self.every_n_epochs}, {2 * self.every_n_epochs}, ..."
+        if first == math.inf:
+            why = (
+                "the training data has no length, so the first epoch never ends" if batches == math.inf
+                else "no validation falls in those epochs"
+            )
+            return f"{epochs_text} and {why}; evaluate at every validation (every_n_epochs=1) or on steps (every_n_train_steps=N)"
+        if max_steps == math.inf or steps_per_epoch == math.inf:
+            budget = max_steps * accumulate
+        else:
+            epochs, steps = divmod(max_steps, steps_per_epoch)
+            budget = epochs * batches + steps * accumulate
+        budget = min(budget, max_epochs * batches)
+        if first > budget:
+            return (
+                f"{epochs_text} and the run ends before the first of those validations ({limits}); evaluate at every validation "
+                "(every_n_epochs=1), validate sooner (Trainer(val_check_interval=...)) or evaluate on steps "
+                "(every_n_train_steps=N)"
+            )
+        return None
+
+    def _first_evaluation_batch(self, trainer: Trainer) -> float | None:
+        """The training batch (counted over the run) of the first validation that evaluates; inf if none, None if unknown."""
+        n, every, batches = self.every_n_epochs, trainer.check_val_every_n_epoch, trainer.num_training_batches
+        check_batch = trainer.val_check_batch  # validate after every `check_batch` batches (Lightning's rule)
+        if n is None or check_batch is None or check_batch == math.inf:
+            return None
+        if not isinstance(trainer.val_check_interval, (int, float)):
+            return None  # validation on a timer
+        if batches == math.inf:  # the first epoch never ends
+            return check_batch if n == 1 else math.inf
+        if every is not None:  # counted within each epoch, in epochs that validate
+            return (math.lcm(n, every) - 1) * batches + check_batch
+        if n == 1:
+            return check_batch
+        # Counted over the run: the first multiple of check_batch inside epoch n, 2n, ... (a pattern
+        # that repeats within check_batch such epochs).
+        for epoch in range(n, n * (int(check_batch) + 1) + 1, n):
+            batch = ((epoch - 1) * batches // check_batch + 1) * check_batch
+            if batch <= epoch * batches:
+                return batch
+        return math.inf
+
     def _resolve_scores_dir(self, trainer: Trainer) -> Path:
-        """The run's score folder, chosen on rank 0 and shared with every rank."""
-        chosen = None
-        if trainer.is_global_zero:
-            chosen = str(self._scores_dir_rank_zero(trainer))
+        """The run's score folder: chosen and created on rank 0, shared with every rank; a failure fails all."""
+        chosen = self._jointly(
+            trainer, "creating the score folder",
+            lambda: str(self._scores_dir_rank_zero(trainer)) if trainer.is_global_zero else None,
+        )
         return Path(trainer.strategy.broadcast(chosen))
 
     def _scores_dir_rank_zero(self, trainer: Trainer) -> Path:
+        self._run_dir = None
         if self.scores_dir is not None:
-            return Path(self.scores_dir)
+            folder = Path(self.scores_dir).expanduser()
+        else:
+            folder = self._run_folder(trainer) / SCORES_DIRNAME
+            if self.prefix != DEFAULT_PREFIX:
+                # Two callbacks of one run write step files of the same names: one folder per prefix.
+                slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.prefix).strip("-.")
+                folder = folder / (slug or "no-prefix")
+        folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not at the first evaluation
+        return folder
+
+    def _run_folder(self, trainer: Trainer) -> Path:
+        """The first logger's versioned folder, or, without one, a new folder under ``default_root_dir``."""
         if trainer.loggers:
             logger = trainer.loggers[0]
             log_dir = getattr(logger, "log_dir", None)
             if isinstance(log_dir, str) and logger.version is not None and str(logger.version) in log_dir:
-                return Path(log_dir) / SCORES_DIRNAME
+                return Path(log_dir)
             root = logger.save_dir or trainer.default_root_dir
             parts = [str(p) for p in (logger.name, logger.version) if p not in (None, "")]
             if parts:
-                return Path(root, *parts) / SCORES_DIRNAME
-        # No logger: a new version folder, claimed atomically so parallel runs never share one.
+                return Path(root, *parts)
+        # The ClipScoreCallbacks of one Trainer share its folder.
+        for other in trainer.callbacks:
+            if isinstance(other, ClipScoreCallback) and other._resolved_for(trainer) and other._run_dir:
+                return other._run_dir
+        # A new version folder, claimed atomically so parallel runs never share one.
         base = Path(trainer.default_root_dir) / _NO_LOGGER_DIRNAME
         base.mkdir(parents=True, exist_ok=True)
         version = len([p for p in base.iterdir() if p.name.startswith("version_")])
@@ -397,9 +572,11 @@ class ClipScoreCallback(Callback):
             candidate = base / f"version_{version}"
             try:
                 candidate.mkdir()
-                return candidate / SCORES_DIRNAME
             except FileExistsError:
                 version += 1
+                continue
+            self._run_dir = candidate
+            return candidate
 
     # ------------------------------------------------------------------ evaluation
     @property
@@ -517,7 +694,10 @@ class ClipScoreCallback(Callback):
         self._last_step_evaluated = trainer.global_step
         summary = {k: float(values[self.prefix + k]) for k in STAT_NAMES}
         self.history.append({"step": step, **{self.prefix + k: v for k, v in summary.items()}})
-        if trainer.is_global_zero:
+
+        def publish() -> None:  # rank 0 writes; a failure there must not leave the others in the next collective
+            if not trainer.is_global_zero:
+                return
             records = [
                 ScoreRecord(library[i].id, library[i].text, score, library[i].seed, library[i].category)
                 for i, score in sorted(scores_by_id.items())
@@ -525,16 +705,19 @@ class ClipScoreCallback(Callback):
             self._save(trainer, step, records)
             if self.report_to != "none":
                 report(trainer, self.report_to, self.prefix, step, records, best_worst, [p.text for p in library])
-            rank_zero_info(
-                f"CLIP score at step {step}: {self.prefix}mean {summary['mean']:.4f} (min {summary['min']:.4f}, "
-                f"max {summary['max']:.4f}, {int(summary['count'])} prompts, {time.perf_counter() - started:.1f} s)"
-            )
+
+        self._jointly(trainer, "saving and reporting the scores", publish)
+        rank_zero_info(
+            f"CLIP score at step {step}: {self.prefix}mean {summary['mean']:.4f} (min {summary['min']:.4f}, "
+            f"max {summary['max']:.4f}, {int(summary['count'])} prompts, {time.perf_counter() - started:.1f} s)"
+        )
         return values
 
     def _save(self, trainer: Trainer, step: int, records: list[ScoreRecord]) -> None:
         if not self.save_scores or self._resolved_scores_dir is None or trainer.fast_dev_run:
             return
-        header = {"scale": self.scale, "prefix": self.prefix, "stage": str(trainer.state.fn)}
+        stage = trainer.state.fn
+        header = {"scale": self.scale, "prefix": self.prefix, "stage": getattr(stage, "value", stage)}  # "fit", not the enum
         for attempt in range(1000):
             suffix = "" if attempt == 0 else f"-{attempt}"
             path = self._resolved_scores_dir / f"step-{step:08d}{suffix}.jsonl"

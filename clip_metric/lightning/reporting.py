@@ -127,12 +127,7 @@ class Candidates:
         if n:
             images[:n], ids[:n], cosines[:n] = self.images, self.ids, self.cosines
         device = trainer.strategy.root_device
-        gathered = [trainer.strategy.all_gather(t.to(device)) for t in (images, ids, cosines)]
-        if trainer.world_size > 1:
-            gathered = [t.reshape(-1, *t.shape[2:]).cpu() for t in gathered]
-        else:
-            gathered = [t.cpu() for t in gathered]
-        images, ids, cosines = gathered
+        images, ids, cosines = (_all_gather(t.to(device)).cpu() for t in (images, ids, cosines))
         valid = ids >= 0
         images, ids, cosines = images[valid], ids[valid], cosines[valid]
         order = torch.argsort(cosines, descending=True)
@@ -141,6 +136,19 @@ class Candidates:
             name: (images[sel], ids[sel].tolist(), [scores_by_id[i] for i in ids[sel].tolist()])
             for name, sel in (("best", best), ("worst", worst))
         }
+
+
+def _all_gather(tensor: Tensor) -> Tensor:
+    """Every rank's ``tensor`` (same shape on each), concatenated in rank order; a collective.
+
+    ``torch.distributed`` directly, as the metric's own sync does: the strategy's ``all_gather``
+    goes through a deprecated autograd-aware gather that warns on every rank.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
 
 
 def _extremes(scores: Tensor, k: int) -> Tensor:

@@ -29,6 +29,9 @@ def test_wandb_logger_gets_scalars_table_and_images(tmp_path, tiny_clip_dir, mon
     finally:
         wandb.finish()
     assert results["clip/count"] == 3
+    # Score files go beside this run's W&B files: under the logger's save_dir, project and run id.
+    assert callback.resolved_scores_dir == tmp_path / "clip-metric-test" / logger.version / "clip_scores"
+    assert len(list(callback.resolved_scores_dir.glob("step-*.jsonl"))) == 1
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     (table,) = run.rglob("per_prompt*.table.json")
     data = json.loads(table.read_text())

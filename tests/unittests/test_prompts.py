@@ -488,3 +488,26 @@ def test_in_memory_errors() -> None:
         load_prompt_library({})
     with pytest.raises(ValueError, match=r"item 2: duplicate id 'a'"):
         load_prompt_library([Prompt("a", "x"), Prompt("a", "y")])
+
+
+def test_bundled_libraries_have_their_counts_tags_and_survive_pickling() -> None:
+    import pickle
+
+    parti, geneval = load_prompt_library("parti"), load_prompt_library("geneval")
+    assert (len(parti), len(geneval)) == (1632, 553)
+    assert len({p.tags["category"] for p in parti}) == 12 and len({p.tags["challenge"] for p in parti}) == 11
+    assert {p.tags["tag"] for p in geneval} == {
+        "single_object", "two_object", "counting", "colors", "position", "color_attr"
+    }
+    assert pickle.loads(pickle.dumps(parti[:5])) == parti[:5]
+    subset = load_prompt_library("parti", max_prompts=24)
+    assert len({p.category for p in subset}) == 12 and set(subset) <= set(load_prompt_library("parti", 100))
+
+
+def test_extra_columns_and_fields_are_tags(tmp_path: Path) -> None:
+    table = write(tmp_path / "lib.csv", "Prompt,Category,Difficulty\na cat,animals,easy\n")
+    (prompt,) = load_prompt_library(table)
+    assert dict(prompt.tags) == {"category": "animals", "difficulty": "easy"}
+    lines = write(tmp_path / "lib.jsonl", '{"prompt": "a dog", "style": "photo", "n": 2, "objects": ["dog"]}\n')
+    (prompt,) = load_prompt_library(lines)
+    assert dict(prompt.tags) == {"style": "photo", "n": "2"}  # a list is not a tag
