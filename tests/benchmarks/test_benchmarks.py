@@ -29,6 +29,7 @@ TINY_ARGS = {
     "bench_text": [],
     "bench_candidates": [],
     "bench_imports": [],
+    "bench_loaders": [],
 }
 # Most of a tiny run is single-threaded Python (imports, model loading): a few side by side
 # shorten the wall time on CI's 2 cores without running out of memory. One torch thread each: on
@@ -248,3 +249,13 @@ def test_import_cost_of_every_variant_is_measured(runs: dict[str, Run]) -> None:
     for target in targets:
         assert _finite(target["value"]) and target["passed"] in (True, False), target
         assert target["target"] in runs["bench_imports"].stdout
+
+
+# --------------------------------------------------------------------------------------- loaders
+def test_loaders_benchmark_times_every_format_at_two_sizes(runs: dict[str, Run]) -> None:
+    report = runs["bench_loaders"].check()
+    formats = report["results"]["formats"]
+    assert set(formats) == {"txt", "json-object", "json-list", "jsonl", "csv", "tsv", "captions-jsonl"}
+    for figures in formats.values():
+        assert all(_finite(v) for v in figures["seconds"].values()) and _finite(figures["growth_over_linear"])
+    assert len(report["targets"]) == 2 * len(formats)
