@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from harness.environment import environment, log
+from harness.environment import environment, load_average, log
 from harness.report import common_arguments, fmt, resolve_device, table, target, targets_table, write_report
 from harness.timing import rounds
 
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"environment": environment(device), "settings": {"tiny": args.tiny, "repeats": args.repeats}}
     with tempfile.TemporaryDirectory() as folder:
         report["results"] = measure(args, Path(folder))
+    report["environment"]["load_average_at_end"] = load_average()
     large = str(report["results"]["sizes"][1])
     report["targets"] = [
         target(f"seconds to load {int(large):,} prompts", f["seconds"][large], "<=", 10.0, format=kind)

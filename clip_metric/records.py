@@ -5,8 +5,8 @@ per run, and ``clip-metric compare`` reads them. A file is JSON Lines: a header 
 then one row per scored prompt::
 
     {"format": "clip-metric-scores", "version": 1, "rows": 2, "step": 100}
-    {"prompt_id": "animals-fox", "prompt": "a red fox in the snow", "seed": 1838700160, "score": 0.3121, "category": "animals"}
-    {"prompt_id": "vehicles-car", "prompt": "a blue car in the rain", "seed": 99, "score": 0.2873, "category": "vehicles"}
+    {"prompt_id": "animals-fox", "prompt": "a red fox in the snow", "seed": 1838700160, "score": 0.3121, "tags": {"category": "animals"}}
+    {"prompt_id": "vehicles-car", "prompt": "a blue car in the rain", "seed": 99, "score": 0.2873, "tags": {"category": "vehicles"}}
 
 The header says how many rows follow, so a reader refuses a file that lost its end; files are
 written to a temporary name and renamed into place, so a kill mid-write leaves the old file (or
@@ -15,8 +15,9 @@ the same columns (no header object) for spreadsheets.
 
 Row fields: ``prompt_id`` (str), ``prompt`` (str), ``score`` (float on the run's scale, within
 that scale's range: 1 for cosines, 2.5 for CLIPScore, 100 for torchmetrics' scale, or 100 when
-the header names no scale), ``seed`` (int or null), and optionally ``category`` (str or null)
-and ``file`` (the image path, for scored folders).
+the header names no scale), ``seed`` (int or null), and optionally ``tags`` (the prompt's tags,
+an object of strings; in CSV a JSON object in one cell) and ``file`` (the image path, for
+scored folders).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from clip_metric.utilities.readers import iter_jsonl, located, read_table, read_
 
 FORMAT = "clip-metric-scores"
 VERSION = 1
-COLUMNS = ("prompt_id", "prompt", "seed", "score", "category", "file")
+COLUMNS = ("prompt_id", "prompt", "seed", "score", "tags", "file")
 # The largest score each scale can give; a file that does not say its scale may hold any of them.
 SCALE_BOUNDS = {"cosine": 1.0, "clipscore": 2.5, "torchmetrics": 100.0}
 
@@ -47,17 +48,45 @@ __all__ = ["COLUMNS", "FORMAT", "ScoreFile", "ScoreRecord", "read_scores", "writ
 class ScoreRecord:
     """One scored prompt.
 
+    ``tags`` are the prompt's tags (``{"category": "Animals", "challenge": "Basic"}``);
+    ``category=`` is shorthand for the ``category`` tag, and :attr:`category` reads it.
+
     Example:
-        >>> ScoreRecord("fox", "a red fox", 0.31, seed=7).key
-        ('fox', 'a red fox', 7)
+        >>> record = ScoreRecord("fox", "a red fox", 0.31, seed=7, category="animals")
+        >>> record.key, record.tags, record.category
+        (('fox', 'a red fox', 7), {'category': 'animals'}, 'animals')
     """
 
     prompt_id: str
     prompt: str
     score: float
     seed: int | None = None
-    category: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict, compare=True, hash=False)
     file: str | None = None
+
+    def __init__(
+        self,
+        prompt_id: str,
+        prompt: str,
+        score: float,
+        seed: int | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+        file: str | None = None,
+        category: str | None = None,
+    ) -> None:
+        merged = dict(tags or {})
+        if category is not None:
+            merged = {"category": category, **{k: v for k, v in merged.items() if k != "category"}}
+        for name, value in (("prompt_id", prompt_id), ("prompt", prompt), ("score", score), ("seed", seed),
+                            ("tags", merged), ("file", file)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def category(self) -> str | None:
+        """The ``category`` tag, or None."""
+        value = self.tags.get("category")
+        return value if isinstance(value, str) else None
 
     @property
     def key(self) -> tuple[str, str, int | None]:
@@ -65,9 +94,9 @@ class ScoreRecord:
         return (self.prompt_id, self.prompt, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        row = {"prompt_id": self.prompt_id, "prompt": self.prompt, "seed": self.seed, "score": self.score}
-        if self.category is not None:
-            row["category"] = self.category
+        row: dict[str, Any] = {"prompt_id": self.prompt_id, "prompt": self.prompt, "seed": self.seed, "score": self.score}
+        if self.tags:
+            row["tags"] = dict(self.tags)
         if self.file is not None:
             row["file"] = self.file
         return row
@@ -100,10 +129,11 @@ def _check_record(record: Any, bound: float = 100.0) -> ScoreRecord:
         raise ValueError(f"Expected a non-empty string prompt for {record.prompt_id!r} but got {record.prompt!r}")
     if record.seed is not None and (isinstance(record.seed, bool) or not isinstance(record.seed, int)):
         raise ValueError(f"Expected an integer seed (or None) for {record.prompt_id!r} but got {record.seed!r}")
-    for name in ("category", "file"):
-        value = getattr(record, name)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"Expected a string {name} (or None) for {record.prompt_id!r} but got {value!r}")
+    if record.file is not None and not isinstance(record.file, str):
+        raise ValueError(f"Expected a string file (or None) for {record.prompt_id!r} but got {record.file!r}")
+    for name, value in record.tags.items():
+        if not isinstance(name, str) or not name or not isinstance(value, str):
+            raise ValueError(f"Expected string tags for {record.prompt_id!r} but got {name!r}: {value!r}")
     return record
 
 
@@ -129,6 +159,8 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     quoted = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     for row in rows:
+        if "tags" in row:  # one cell: the tags as a JSON object
+            row = {**row, "tags": json.dumps(row["tags"], ensure_ascii=False)}
         has_cr = any(isinstance(value, str) and "\r" in value for value in row.values())
         (quoted if has_cr else writer).writerow(row)
     return buffer.getvalue()
@@ -229,8 +261,17 @@ def _row_to_record(row: Mapping[str, Any], path: Path, line: int, bound: float =
     prompt_id = row.get("prompt_id", prompt)
     if not isinstance(prompt_id, str) or not prompt_id:
         raise located(path, line, f"expected a non-empty string 'prompt_id' but got {prompt_id!r}")
+    tags = row.get("tags") or {}
+    if isinstance(tags, str):  # CSV: the tags cell holds a JSON object
+        try:
+            tags = json.loads(tags)
+        except ValueError:
+            raise located(path, line, f"expected a JSON object of tags but got {tags!r}") from None
+    if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise located(path, line, f"expected 'tags' to map names to strings but got {tags!r}")
+    category = _text(row, "category", path, line, True)  # files that kept one category beside the tags
     return ScoreRecord(
-        prompt_id, prompt, float(score), seed, _text(row, "category", path, line, True), _text(row, "file", path, line, True)
+        prompt_id, prompt, float(score), seed, tags=tags, category=category, file=_text(row, "file", path, line, True)
     )
 
 

@@ -29,8 +29,16 @@ from clip_metric.images import check_value_range
 from clip_metric.lightning.config import callback_kwargs
 from clip_metric.lightning.generation import GenerateFn, resolve_generate_fn
 from clip_metric.lightning.progress import prompt_progress
-from clip_metric.lightning.reporting import REPORT_TO, Candidates, report
-from clip_metric.prompts import Prompt, PromptSource, load_prompt_library
+from clip_metric.lightning.reporting import REPORT_TO, Candidates, report, report_signature, safe_key
+from clip_metric.prompts import (
+    BUILTIN_LIBRARIES,
+    BUILTIN_LIBRARY,
+    Prompt,
+    PromptSource,
+    load_prompt_library,
+    select_prompts,
+)
+from clip_metric.signature import ScoreSignature, signature_of
 from clip_metric.records import ScoreRecord, write_scores
 from clip_metric.statistics import ScoreStatistics
 from clip_metric.utilities.checks import (
@@ -186,8 +194,13 @@ class ClipScoreCallback(Callback):
         self.scale = check_scale(scale)
         self.model_name_or_path = model_name_or_path
         # Loading the library here surfaces a bad file at construction, not hours into training.
-        self.prompt_library: list[Prompt] = load_prompt_library(prompts, max_prompts) if enabled else []
-        if enabled and max_prompts is not None and max_prompts > len(self.prompt_library):
+        full = load_prompt_library(prompts) if enabled else []
+        self.prompt_library: list[Prompt] = select_prompts(full, max_prompts)
+        self._library_name = _library_name(prompts)
+        self._subset = "all" if len(self.prompt_library) == len(full) else f"max{max_prompts}"
+        self.signature: ScoreSignature | None = None
+        self._signature_logged_for: weakref.ref[Trainer] | None = None
+        if enabled and max_prompts is not None and max_prompts > len(full):
             rank_zero_warn(
                 f"ClipScoreCallback(max_prompts={max_prompts}): the library has only {len(self.prompt_library)} "
                 "prompts; all of them are used"
@@ -205,7 +218,7 @@ class ClipScoreCallback(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # A weak reference does not pickle (ddp_spawn sends the callback to its workers); a
         # worker resolves its own folder.
-        return {**self.__dict__, "_scores_dir_owner": None}
+        return {**self.__dict__, "_scores_dir_owner": None, "_signature_logged_for": None}
 
     def _resolved_for(self, trainer: Trainer) -> bool:
         return self._scores_dir_owner is not None and self._scores_dir_owner() is trainer
@@ -336,7 +349,10 @@ class ClipScoreCallback(Callback):
     def _owns_key(self, key: str) -> bool:
         """Whether this callback logs ``key``: ``clip/mean``, not another callback's ``clip/parti/mean``."""
         rest = key[len(self.prefix) :] if key.startswith(self.prefix) else None
-        return rest is not None and (rest in STAT_NAMES or rest.startswith("category/"))
+        if rest is None:
+            return False
+        tag_names = {safe_key(name) for prompt in self.prompt_library for name in prompt.tags}
+        return rest in STAT_NAMES or rest.split("/", 1)[0] in tag_names
 
     def _monitors(self, trainer: Trainer) -> list[Callback]:
         return [
@@ -686,7 +702,7 @@ class ClipScoreCallback(Callback):
 
         values = metric.compute()
         ids, scores = metric.per_sample()
-        values.update(self._category_means(library, ids, scores))
+        values.update(self._tag_means(library, ids, scores))
         scores_by_id = dict(zip(ids.tolist(), scores.tolist()))
         best_worst = candidates.gather(trainer, scores_by_id) if candidates is not None else None
         if self.offload:
@@ -695,14 +711,24 @@ class ClipScoreCallback(Callback):
         summary = {k: float(values[self.prefix + k]) for k in STAT_NAMES}
         self.history.append({"step": step, **{self.prefix + k: v for k, v in summary.items()}})
 
+        subset = f"fast_dev_run{len(library)}" if trainer.fast_dev_run else self._subset
+        self.signature = signature_of(
+            self._load_encoder(trainer), scale=self.scale, library=self._library_name,
+            texts=[p.text for p in library], subset=subset,
+        )
+
         def publish() -> None:  # rank 0 writes; a failure there must not leave the others in the next collective
             if not trainer.is_global_zero:
                 return
             records = [
-                ScoreRecord(library[i].id, library[i].text, score, library[i].seed, library[i].category)
+                ScoreRecord(library[i].id, library[i].text, score, library[i].seed, tags=dict(library[i].tags))
                 for i, score in sorted(scores_by_id.items())
             ]
             self._save(trainer, step, records)
+            owner = self._signature_logged_for() if self._signature_logged_for is not None else None
+            if owner is not trainer:  # once per run
+                report_signature(trainer, self.prefix, str(self.signature), step)
+                self._signature_logged_for = weakref.ref(trainer)
             if self.report_to != "none":
                 report(trainer, self.report_to, self.prefix, step, records, best_worst, [p.text for p in library])
 
@@ -717,7 +743,10 @@ class ClipScoreCallback(Callback):
         if not self.save_scores or self._resolved_scores_dir is None or trainer.fast_dev_run:
             return
         stage = trainer.state.fn
-        header = {"scale": self.scale, "prefix": self.prefix, "stage": getattr(stage, "value", stage)}  # "fit", not the enum
+        header = {
+            "scale": self.scale, "prefix": self.prefix, "stage": getattr(stage, "value", stage),  # "fit", not the enum
+            "signature": None if self.signature is None else self.signature.as_dict(),
+        }
         for attempt in range(1000):
             suffix = "" if attempt == 0 else f"-{attempt}"
             path = self._resolved_scores_dir / f"step-{step:08d}{suffix}.jsonl"
@@ -728,18 +757,31 @@ class ClipScoreCallback(Callback):
                 continue  # another evaluation at this step (validate() twice, test after fit)
         raise FileExistsError(f"Too many score files for step {step} in {self._resolved_scores_dir}")
 
-    def _category_means(self, library: list[Prompt], ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
-        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    def _tag_means(self, library: list[Prompt], ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
+        """``prefix + "<tag>/<value>"``: the mean score of the prompts with each value of each tag."""
+        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         for index, score in zip(ids.tolist(), scores.tolist()):
-            category = library[index].category
-            if category:
-                sums[category][0] += score
-                sums[category][1] += 1
+            for name, value in library[index].tags.items():
+                sums[(name, value)][0] += score
+                sums[(name, value)][1] += 1
         device = scores.device
-        return {
-            f"{self.prefix}category/{name}": torch.tensor(total / count, dtype=torch.float64, device=device)
-            for name, (total, count) in sorted(sums.items())
-        }
+        out: dict[str, Tensor] = {}
+        for (name, value), (total, count) in sorted(sums.items()):
+            key = f"{self.prefix}{safe_key(name)}/{safe_key(value)}"
+            while key in out:  # two values that differ only in characters loggers refuse
+                key += "_"
+            out[key] = torch.tensor(total / count, dtype=torch.float64, device=device)
+        return out
+
+def _library_name(prompts: Any) -> str:
+    """The library's name for the score signature: a bundled name, a file name, or ``custom``."""
+    if prompts is True:
+        return BUILTIN_LIBRARY
+    if isinstance(prompts, str) and prompts in BUILTIN_LIBRARIES:
+        return prompts
+    if isinstance(prompts, (str, os.PathLike)):
+        return Path(prompts).name
+    return "custom"
 
 
 def _logging_step(trainer: Trainer) -> int:

@@ -7,6 +7,7 @@ W&B loggers get the extras too; any other logger gets the scalars only.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,31 @@ def report(
             _report_tensorboard(logger.experiment, prefix, step, records, best_worst, texts)
         elif kind == "wandb":
             _report_wandb(logger, prefix, step, records, best_worst, texts)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def safe_key(text: str) -> str:
+    """``text`` as part of a metric name every logger takes (letters, digits, ``_``, ``-``, ``.``).
+
+    Example:
+        >>> safe_key("Fine-grained Detail"), safe_key("Produce & Plants")
+        ('Fine-grained_Detail', 'Produce_Plants')
+    """
+    return _UNSAFE.sub("_", text).strip("_") or "_"
+
+
+def report_signature(trainer: Trainer, prefix: str, signature: str, step: int) -> None:
+    """Log the score signature once per run: TensorBoard text, W&B config, other loggers' hyperparameters."""
+    key = f"{prefix}signature"
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text(key, signature, step)
+        elif isinstance(logger, WandbLogger):
+            logger.experiment.config.update({key: signature}, allow_val_change=True)
+        else:
+            logger.log_hyperparams({key: signature})
 
 
 def _caption(texts: Sequence[str], index: int, score: float) -> str:

@@ -352,3 +352,33 @@ def test_per_category_means_are_logged(tmp_path, tiny_clip_dir):
     rows = {r.prompt_id: r.score for r in read_scores(next(tmp_path.rglob("step-*.jsonl"))).records}
     assert results["clip/category/shapes"] == pytest.approx((rows["a"] + rows["b"]) / 2, abs=1e-5)
     assert results["clip/category/animals"] == pytest.approx(rows["c"], abs=1e-5)
+
+
+def test_a_mean_per_value_of_every_tag_with_names_every_logger_takes(tmp_path, tiny_clip_dir):
+    library = [
+        {"prompt": "a red circle", "category": "Produce & Plants", "challenge": "Basic"},
+        {"prompt": "a blue square", "category": "Produce & Plants", "challenge": "Fine-grained Detail"},
+        {"prompt": "a photo of a cat", "category": "Animals", "challenge": "Basic"},
+    ]
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=library, precision="32")
+    (results,) = _trainer(tmp_path, callback).validate(TinyTextToImage())
+    scores = read_scores(next(tmp_path.rglob("step-*.jsonl")))
+    rows = {r.prompt: r.score for r in scores.records}
+    assert results["clip/category/Produce_Plants"] == pytest.approx((rows["a red circle"] + rows["a blue square"]) / 2)
+    assert results["clip/challenge/Basic"] == pytest.approx((rows["a red circle"] + rows["a photo of a cat"]) / 2)
+    assert results["clip/challenge/Fine-grained_Detail"] == pytest.approx(rows["a blue square"])
+    # The per-prompt file keeps the tags as written.
+    assert scores.records[0].tags == {"category": "Produce & Plants", "challenge": "Basic"}
+
+
+def test_the_signature_is_in_every_score_file_and_logged_once_per_run(tmp_path, tiny_clip_dir):
+    callback = ClipScoreCallback(tiny_clip_dir, prompts="parti", max_prompts=4, precision="32", batch_size=4)
+    trainer = _trainer(tmp_path, callback, max_epochs=2)
+    trainer.fit(TinyTextToImage())
+    files = sorted(callback.resolved_scores_dir.glob("step-*.jsonl"))
+    assert len(files) == 2
+    headers = [read_scores(f).header["signature"] for f in files]
+    assert headers[0] == headers[1] == callback.signature.as_dict()
+    assert callback.signature.prompts.startswith("parti#") and callback.signature.prompts.endswith(",n4,max4")
+    texts = _read_tensorboard(trainer.logger.log_dir).Tensors("clip/signature/text_summary")
+    assert len(texts) == 1 and texts[0].tensor_proto.string_val[0].decode() == str(callback.signature)

@@ -65,7 +65,7 @@ def test_jsonl_layout_is_a_header_then_one_row_per_record(tmp_path):
     assert len(lines) == 3
     assert json.loads(lines[0]) == {"format": FORMAT, "version": VERSION, "rows": 2, "step": 5}
     assert json.loads(lines[1])["prompt_id"] == "animals-fox"
-    assert "category" in json.loads(lines[1]) and "file" not in json.loads(lines[1])
+    assert json.loads(lines[1])["tags"] == {"category": "animals"} and "file" not in json.loads(lines[1])
 
 
 def test_empty_record_list_round_trips(tmp_path):
