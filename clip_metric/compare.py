@@ -232,9 +232,11 @@ def plot_runs(
     level: float = 0.95,
     logged: dict[str, list[dict[str, float]]] | None = None,
 ) -> Path:
-    """Draw ``clip/mean`` against step for every run, with the interval of the mean as a band.
+    """Draw ``clip/mean`` against step for every run, with the interval of the mean.
 
-    ``logged`` runs (TensorBoard scalars only) are drawn without a band.
+    Each run has its own marker and line style, so identical runs stay visible on top of each
+    other; intervals are error bars (a band needs two evaluations, a bar shows with one).
+    ``logged`` runs (TensorBoard scalars only) are drawn without intervals.
 
     Raises:
         ImportError: if matplotlib is missing (``pip install clip-metric[plot]``).
@@ -247,14 +249,21 @@ def plot_runs(
     except ImportError as err:
         raise ImportError("Plotting needs matplotlib: pip install 'clip-metric[plot]'") from err
     figure, axes = plt.subplots(figsize=(7, 4))
-    for name, evaluations in runs.items():
+    markers, styles = "osD^vP*X", ["-", "--", "-.", ":"]
+    for k, (name, evaluations) in enumerate(runs.items()):
         steps = [e.step for e in evaluations]
         means = [e.mean for e in evaluations]
         lows, highs = zip(*(e.mean_interval(level) for e in evaluations))
-        axes.plot(steps, means, marker="o", label=name)
-        axes.fill_between(steps, lows, highs, alpha=0.2)
-    for name, history in (logged or {}).items():
-        axes.plot([r["step"] for r in history], [r["clip/mean"] for r in history], marker="s", linestyle="--", label=name)
+        errors = [[m - lo for m, lo in zip(means, lows)], [hi - m for m, hi in zip(means, highs)]]
+        drawn = axes.errorbar(
+            steps, means, yerr=errors, marker=markers[k % len(markers)], linestyle=styles[k % len(styles)],
+            capsize=3, markersize=8 - 4 * (k % 2), alpha=0.85, label=name,
+        )
+        if len(steps) > 1:
+            axes.fill_between(steps, lows, highs, alpha=0.12, color=drawn[0].get_color())
+    for k, (name, history) in enumerate((logged or {}).items(), start=len(runs)):
+        axes.plot([r["step"] for r in history], [r["clip/mean"] for r in history], marker=markers[k % len(markers)],
+                  linestyle=styles[k % len(styles)], label=f"{name} (no interval)")
     axes.set_xlabel("step")
     axes.set_ylabel("clip/mean")
     axes.set_title(f"CLIP score per evaluation ({int(level * 100)}% interval of the mean)")

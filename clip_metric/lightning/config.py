@@ -4,7 +4,8 @@ Keys read: ``evaluation_type`` (``"clip"`` enables, ``"none"``/null disables),
 ``pretrained_evaluation_model_name_or_path``, ``report_to`` (``"all"``, ``"tensorboard"``,
 ``"wandb"``, ``"none"``; null means none), ``validation_prompt_library`` (true for the built-in
 library, or a path) and ``user_prompt_library`` (a path; combined with
-``validation_prompt_library`` when both are set; with neither, the built-in library). Keys may
+``validation_prompt_library`` when both are set, their ids prefixed ``user:`` and
+``validation:``; with neither, the built-in library). Keys may
 carry SimpleTuner's command-line ``--`` prefix (``"--report_to"``). Other keys are ignored.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_metric.lightning.reporting import REPORT_TO
-from clip_metric.prompts import load_prompt_library
+from clip_metric.prompts import Prompt, load_prompt_library
 from clip_metric.utilities.constants import DEFAULT_MODEL
 from clip_metric.utilities.readers import parse_json, read_text
 
@@ -89,7 +90,12 @@ def callback_kwargs(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
     user_library = _path_or_none("user_prompt_library", keys.get("user_prompt_library"))
     kwargs: dict[str, Any] = {"model_name_or_path": model, "report_to": report_to, "enabled": enabled}
     if user_library is not None and library is not None:
-        kwargs["prompts"] = load_prompt_library(user_library) + load_prompt_library(library)
+        # Both libraries may number their prompts the same way (line-1, ...): ids say which one.
+        kwargs["prompts"] = [
+            Prompt(f"{source}:{prompt.id}", prompt.text, tags=prompt.tags)
+            for source, path in (("user", user_library), ("validation", library))
+            for prompt in load_prompt_library(path)
+        ]
     elif user_library is not None or library is not None:
         kwargs["prompts"] = user_library if user_library is not None else library
     elif keys.get("validation_prompt_library") is False and enabled:

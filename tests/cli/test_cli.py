@@ -176,3 +176,11 @@ def test_compare_falls_back_to_tensorboard_scalars(tmp_path, capsys):
     assert rows[1][:3] == ["tb_only", "best", "10"]
     assert "no per-prompt scores: tb_only" in out
     assert plot.stat().st_size > 1000
+
+
+def test_plot_is_drawn_with_one_evaluation_per_run_and_identical_runs(tmp_path, capsys):
+    for name in ("a", "b"):
+        _write_run(tmp_path / name, {10: 0.0})  # the same scores: one line on top of the other
+    plot = tmp_path / "plot.png"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 1000

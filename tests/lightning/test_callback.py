@@ -382,3 +382,15 @@ def test_the_signature_is_in_every_score_file_and_logged_once_per_run(tmp_path, 
     assert callback.signature.prompts.startswith("parti#") and callback.signature.prompts.endswith(",n4,max4")
     texts = _read_tensorboard(trainer.logger.log_dir).Tensors("clip/signature/text_summary")
     assert len(texts) == 1 and texts[0].tensor_proto.string_val[0].decode() == str(callback.signature)
+
+
+def test_from_config_combines_two_libraries_that_number_prompts_alike(tmp_path):
+    user, validation = tmp_path / "user.txt", tmp_path / "validation.txt"
+    user.write_text("a red circle\n")
+    validation.write_text("a blue square\n")
+    callback = ClipScoreCallback.from_config(
+        {"user_prompt_library": str(user), "--validation_prompt_library": str(validation)}
+    )
+    assert [(p.id, p.text) for p in callback.prompt_library] == [
+        ("user:line-1", "a red circle"), ("validation:line-1", "a blue square")
+    ]
