@@ -311,3 +311,17 @@ def test_pickling_a_preloaded_model_carries_its_weights(tiny_clip_dir):
     )
     copy = pickle.loads(pickle.dumps(encoder))
     assert torch.equal(next(copy.model.parameters()), next(model.parameters()))
+
+
+def test_truncation_warns_once_as_a_user_warning(tiny_clip_dir):
+    import warnings
+
+    encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
+    long_prompts = ["a photo of " + "a very long and detailed scene " * 20 + str(i) for i in range(3)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoder.encode_texts(long_prompts[:1])
+        encoder.encode_texts(long_prompts[1:])
+    truncation = [w for w in caught if "truncated" in str(w.message)]
+    assert len(truncation) == 1 and issubclass(truncation[0].category, UserWarning)
+    assert encoder.truncated_prompt_count == 3
