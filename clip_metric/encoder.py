@@ -110,12 +110,13 @@ def _load_pretrained(name_or_path: str, quiet: bool = False, **model_kwargs: Any
             model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, **shared)
             image_processor = AutoImageProcessor.from_pretrained(name_or_path, **shared)
-    except pickle.UnpicklingError as err:
-        raise OSError(
-            f"Could not load the CLIP model {name_or_path!r}: its weights are a pickle that would run code to "
-            f"load, and are refused ({str(err).splitlines()[0]}). Use a model saved as safetensors."
-        ) from err
-    except (OSError, ValueError) as err:
+    except (pickle.UnpicklingError, OSError, ValueError) as err:
+        refused = _unpickling_error(err)
+        if refused is not None:  # transformers 4.x wraps it in an OSError
+            raise OSError(
+                f"Could not load the CLIP model {name_or_path!r}: its weights are a pickle that would run code to "
+                f"load, and are refused ({str(refused).splitlines()[0]}). Use a model saved as safetensors."
+            ) from err
         hint = (
             "the directory must hold a model, tokenizer and image processor saved with `save_pretrained`"
             if local
@@ -124,6 +125,16 @@ def _load_pretrained(name_or_path: str, quiet: bool = False, **model_kwargs: Any
         )
         raise OSError(f"Could not load the CLIP model {name_or_path!r}: {err}\nTo fix: {hint}.") from err
     return model, tokenizer, image_processor
+
+
+def _unpickling_error(err: BaseException) -> BaseException | None:
+    """The ``UnpicklingError`` behind ``err`` (torch refusing pickled code), if any."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, pickle.UnpicklingError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def _reload_encoder(name: str, kwargs: dict[str, Any]) -> ClipEncoder:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+import transformers
 
 from clip_metric import ClipScoreCallback
 from clip_metric.records import read_scores
@@ -72,7 +73,8 @@ def test_fast_dev_run_one_batch_per_rank_and_output_from_rank_zero_only(tmp_path
     assert not [p for p in tmp_path.rglob("*") if p.suffix == ".jsonl"]
     # Lines and the model's loading bar come from rank 0 alone.
     assert output.count("CLIP scoring 4 prompts at step") == 1 and output.count("CLIP score at step") == 1
-    assert output.count("Loading weights: 100%") == 1
+    # transformers 5 draws a loading bar (4.x has none): rank 0's alone.
+    assert output.count("Loading weights: 100%") == (1 if transformers.__version__ >= "5" else 0)
     # No advice to sync values that are already synced, and no warnings from the image gather.
     assert "self.log('clip/" not in output
     assert "all_gather is deprecated" not in output

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import transformers
 from PIL import Image
 
 from clip_metric import ClipEncoder
@@ -83,7 +84,10 @@ def test_rgba_is_composited_onto_white_like_the_hugging_face_processor():
     from transformers.image_transforms import convert_to_rgb
 
     rgba = np.random.default_rng(0).integers(0, 256, (24, 20, 4), dtype=np.uint8)
-    reference = convert_to_rgb(Image.fromarray(rgba, mode="RGBA"), return_numpy=True)
+    white = Image.new("RGBA", (20, 24), (255, 255, 255, 255))
+    reference = np.asarray(Image.alpha_composite(white, Image.fromarray(rgba, mode="RGBA")).convert("RGB"))
+    if transformers.__version__ >= "5":  # the processor's own conversion (4.x dropped the alpha channel)
+        assert np.array_equal(convert_to_rgb(Image.fromarray(rgba, mode="RGBA"), return_numpy=True), reference)
     for given in (Image.fromarray(rgba, mode="RGBA"), rgba, torch.from_numpy(rgba).permute(2, 0, 1)):
         (ours,) = standardize_images(given, keep_uint8=True)
         assert np.array_equal(ours[0].permute(1, 2, 0).numpy(), reference)
