@@ -9,6 +9,7 @@ the noise of a finite prompt set.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clip_metric.records import read_scores
+from clip_metric.records import FORMAT, read_scores
 from clip_metric.utilities.checks import check_positive_int
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
@@ -67,21 +68,30 @@ def read_scores_file(path: str | os.PathLike) -> Evaluation:
         ValueError: for a malformed or incomplete file, naming the file and line.
     """
     scores = read_scores(path)
-    step = scores.step
-    if step is None:
-        raise ValueError(f"{scores.path}: the header records no training step")
+    step = 0 if scores.step is None else scores.step  # files from clip-metric score: one evaluation
     keys = tuple(record.key for record in scores.records)
     values = np.asarray([record.score for record in scores.records], dtype=np.float64)
     signature = scores.header.get("signature")
     return Evaluation(step, scores.path, keys, values, dict(signature) if isinstance(signature, dict) else None)
 
 
+def _is_score_file(path: Path) -> bool:
+    """Whether ``path`` starts with a score-file header (other ``step-*.jsonl`` files are not runs)."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            first = handle.readline()
+        return json.loads(first).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
     """Every run saved under ``path``: one per ``clip_scores`` folder, evaluations ordered by step.
 
     A logger's ``version_0``, ``version_1``, ... are separate runs, and so is a run nested inside
-    another's folder: a run is the folder that holds a ``clip_scores`` folder. With one run it is
-    named after ``path``; with several, ``<path name>/<folder relative to path>``.
+    another's folder, or the files of a second callback (``clip_scores/clip-parti``): each folder
+    holding score files is one run. With one run it is named after ``path``; with several,
+    ``<path name>/<folder relative to path>`` (``clip_scores`` left out of the name).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist or holds no score files.
@@ -91,18 +101,19 @@ def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
     if not path.exists():
         raise FileNotFoundError(f"Run directory not found: {path}")
     folders: dict[Path, list[Path]] = {}
-    for file in sorted(path.rglob(f"{SCORES_DIRNAME}/step-*.jsonl")):
-        folders.setdefault(file.parent.parent, []).append(file)
+    for file in sorted(path.rglob("step-*.jsonl")):
+        if _is_score_file(file):  # a callback's prefix sub-folder, a custom scores_dir: any folder counts
+            folders.setdefault(file.parent, []).append(file)
     if not folders:
         raise FileNotFoundError(
             f"No per-prompt score files ({SCORES_DIRNAME}/step-*.jsonl) under {path}; they are written by "
-            "ClipScoreCallback(save_scores=True)"
+            "ClipScoreCallback(save_scores=True) and clip-metric score --output"
         )
     base = path.resolve().name or str(path)
     runs = {}
     for folder, files in sorted(folders.items()):
-        relative = folder.relative_to(path).as_posix()
-        name = base if len(folders) == 1 or relative == "." else f"{base}/{relative}"
+        parts = [part for part in folder.relative_to(path).parts if part != SCORES_DIRNAME]
+        name = base if len(folders) == 1 or not parts else f"{base}/{'/'.join(parts)}"
         runs[name] = sorted((read_scores_file(f) for f in files), key=lambda e: (e.step, str(e.path)))
     return runs
 
@@ -218,7 +229,13 @@ def signature_differences(a: Evaluation, b: Evaluation) -> list[str] | None:
 
     if a.signature is None or b.signature is None:
         return None
-    return ScoreSignature.from_dict(a.signature).differences(ScoreSignature.from_dict(b.signature))
+    signatures = []
+    for evaluation in (a, b):
+        try:
+            signatures.append(ScoreSignature.from_dict(evaluation.signature))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{evaluation.path}: malformed score signature ({err})") from None
+    return signatures[0].differences(signatures[1])
 
 
 def best_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation:
@@ -266,7 +283,7 @@ def plot_runs(
                   linestyle=styles[k % len(styles)], label=f"{name} (no interval)")
     axes.set_xlabel("step")
     axes.set_ylabel("clip/mean")
-    axes.set_title(f"CLIP score per evaluation ({int(level * 100)}% interval of the mean)")
+    axes.set_title(f"CLIP score per evaluation ({level * 100:g}% interval of the mean)")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

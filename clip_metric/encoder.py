@@ -174,7 +174,7 @@ class ClipEncoder:
             mean, std and resampling are read from it. ``None`` uses OpenAI CLIP's defaults at
             the model's ``image_size``.
         precision: ``"auto"`` (default), ``"32"``, ``"bf16-mixed"``, ``"16-mixed"``,
-            ``"bf16-true"`` or ``"16-true"``; see :mod:`clip_metric.precision`.
+            ``"bf16-true"`` or ``"16-true"``; see :mod:`clip_metric.utilities.precision`.
         attention_policy: what to do about SageAttention patches of torch's SDPA or of
             transformers' ``"sdpa"`` attention: ``"restore"`` (default) runs CLIP with exact
             attention, ``"strict"`` raises, ``"ignore"`` does nothing; see

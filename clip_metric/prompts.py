@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Union
 
+from clip_metric.utilities.checks import check_optional_positive_int
 from clip_metric.utilities.readers import iter_jsonl, parse_json, read_table, read_text
 
 __all__ = [
@@ -445,7 +446,8 @@ def _load_file(path: Path) -> list[Prompt]:
     if not path.exists() and not path.is_symlink():
         raise FileNotFoundError(
             f"prompt library file not found: {str(path)!r} "
-            "(pass a list of strings for in-memory prompts, or True / 'default' for the built-in library)"
+            f"(bundled libraries are named {', '.join(repr(n) for n in BUILTIN_LIBRARIES)}, case-sensitive; or pass "
+            "a list of strings for in-memory prompts)"
         )
     suffix = path.suffix.lower()
     loader = _LOADERS.get(suffix)
@@ -590,8 +592,7 @@ def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[P
 def _check_max_prompts(max_prompts: Any) -> None:
     if max_prompts is None:
         return
-    if isinstance(max_prompts, bool) or not isinstance(max_prompts, int) or max_prompts < 1:
-        raise ValueError(f"max_prompts must be a positive integer or None, got {max_prompts!r}")
+    check_optional_positive_int("max_prompts", max_prompts)
 
 
 def load_prompt_library(source: PromptSource, max_prompts: int | None = None) -> list[Prompt]:

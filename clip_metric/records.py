@@ -77,6 +77,8 @@ class ScoreRecord:
     ) -> None:
         merged = dict(tags or {})
         if category is not None:
+            if merged.get("category", category) != category:
+                raise ValueError(f"Expected category {category!r} to agree with tags['category'] {merged['category']!r}")
             merged = {"category": category, **{k: v for k, v in merged.items() if k != "category"}}
         for name, value in (("prompt_id", prompt_id), ("prompt", prompt), ("score", score), ("seed", seed),
                             ("tags", merged), ("file", file)):
@@ -209,11 +211,16 @@ def write_scores(
             written then.
     """
     path = Path(path)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise ValueError(f"Expected `step` to be an int or None but got {step!r}")
+    reserved = sorted({"format", "version", "rows", "step"} & set(header or {}))
+    if reserved:
+        raise ValueError(f"Expected header fields other than {reserved} (the writer sets them) but got {dict(header or {})!r}")
     rows = _checked_rows(records, SCALE_BOUNDS.get(dict(header or {}).get("scale"), 100.0))
     if path.suffix.lower() == ".csv":
         text = _csv_text(rows)
     else:
-        head = {"format": FORMAT, "version": VERSION, "rows": len(rows), "step": step, **dict(header or {})}
+        head = {**dict(header or {}), "format": FORMAT, "version": VERSION, "rows": len(rows), "step": step}
         lines = [json.dumps(head, ensure_ascii=False, allow_nan=False)]
         lines += [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in rows]
         text = "\n".join(lines) + "\n"

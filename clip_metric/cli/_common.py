@@ -15,7 +15,12 @@ class CliError(Exception):
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows defaults."""
+    """Help that shows defaults, where there is one to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def stderr(message: str) -> None:

@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             fallback = str(run_dir) if len(found) == 1 else None
             runs[_unique(name, runs, logged, fallback=fallback)] = evaluations
     names = list(runs)
+    if logged and names and next(iter(logged)) == _first_name(args.runs[0], logged):
+        stderr(f"note: {args.runs[0]} has no per-prompt scores; the paired comparison uses {names[0]} as the base run")
     # Signatures first: numbers made differently are not compared unless the user says so.
     pairs: list[dict] = []
     for other in names[1:]:
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if pairs:
         print()
         print(f"paired difference of clip/mean at each run's last evaluation, over the prompts (id, text and seed) "
-              f"both scored, bootstrap {int(args.level * 100)}% interval:")
+              f"both scored, bootstrap {args.level * 100:g}% interval:")
     for entry in pairs:
         other, base = entry["run"], entry["base"]
         if "error" in entry:
@@ -142,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
     if plot:
         print(f"plot: {plot}")
     return 0
+
+
+def _first_name(run_dir: str, logged: dict) -> str | None:
+    name = Path(run_dir).name or str(run_dir)
+    return name if name in logged else None
 
 
 def _unique(name: str, *taken: dict, fallback: str | None = None) -> str:

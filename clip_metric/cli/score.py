@@ -97,7 +97,8 @@ def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: arg
     from clip_metric.signature import signature_of
 
     library = args.prompts if args.prompts in BUILTIN_LIBRARIES else "captions"
-    signature = signature_of(encoder, scale=metric.scale, library=library, texts=prompts)
+    scored = [prompts[i] for i in sorted(set(ids.tolist()))]  # unreadable images are not in the signature
+    signature = signature_of(encoder, scale=metric.scale, library=library, texts=scored)
     return {
         "summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable,
         "signature": signature.as_dict(), "signature_string": str(signature),
@@ -167,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("no image could be scored")
     interval = _confidence_interval(scores)
     if output is not None:
-        _write(output, result["ids"], scores, pairs, result["signature"])
+        library = args.prompts if args.prompts in BUILTIN_LIBRARIES else None
+        _write(output, result["ids"], scores, pairs, result["signature"], library)
     if args.json:
         import json
 
@@ -192,12 +194,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signature: dict) -> None:
+def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signature: dict, library: str | None) -> None:
     from clip_metric.records import ScoreRecord, write_scores
 
+    # Ids that pair across render folders: the library's prompt id, else the path below the
+    # folders' common parent (the file name for one folder).
+    root = os.path.commonpath([os.path.dirname(os.fspath(image)) for image in pairs.images])
     records = sorted(
-        (ScoreRecord(os.fspath(pairs.images[i]), pairs.prompts[i], s, file=os.fspath(pairs.images[i]))
+        (ScoreRecord(_prompt_id(pairs.images[i], root, library), pairs.prompts[i], s, file=os.fspath(pairs.images[i]))
          for i, s in zip(ids, scores)),
         key=lambda r: r.prompt_id,
     )
-    write_scores(path, records, header={"scale": "cosine", "signature": signature})
+    write_scores(path, records, step=0, header={"scale": "cosine", "signature": signature})
+
+
+def _prompt_id(image: Path, root: str, library: str | None) -> str:
+    if library is not None:
+        return image.stem  # named after the library's prompt id (a -<k> suffix kept: one row per image)
+    return os.path.relpath(os.fspath(image), root)

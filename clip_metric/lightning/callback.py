@@ -177,16 +177,25 @@ class ClipScoreCallback(Callback):
         self.report_to = check_choice("report_to", report_to, REPORT_TO)
         self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
         self.prefix = check_str("prefix", prefix)
+        if not self.prefix.strip():
+            raise ValueError(f"Expected `prefix` to be a non-empty string such as 'clip/' but got {prefix!r}")
         if isinstance(model_name_or_path, ClipEncoder) and precision != "auto":
             raise ValueError(
                 f"`precision={precision!r}` would be ignored: a ClipEncoder brings its own precision; set it there"
+            )
+        if isinstance(model_name_or_path, ClipEncoder) and attention_policy != model_name_or_path.attention_policy:
+            raise ValueError(
+                f"`attention_policy={attention_policy!r}` would not reach CLIP: the ClipEncoder runs with its own "
+                f"{model_name_or_path.attention_policy!r}; set it on the encoder"
             )
         self.generate_fn = None if generate_fn is None else check_callable("generate_fn", generate_fn)
         self.attention_policy = check_choice("attention_policy", attention_policy, ATTENTION_POLICIES)
         self.offload = check_bool("offload", offload)
         self.save_scores = check_bool("save_scores", save_scores)
         self.enabled = check_bool("enabled", enabled)
-        if scores_dir is not None and not isinstance(scores_dir, (str, os.PathLike)):
+        if scores_dir is not None and (
+            not isinstance(scores_dir, (str, os.PathLike)) or not os.fspath(scores_dir).strip()
+        ):
             raise ValueError(f"Expected `scores_dir` to be a path but got {scores_dir!r}")
         self.scores_dir = scores_dir
         self.precision = check_precision(precision)
@@ -194,6 +203,11 @@ class ClipScoreCallback(Callback):
         self.scale = check_scale(scale)
         self.model_name_or_path = model_name_or_path
         # Loading the library here surfaces a bad file at construction, not hours into training.
+        if enabled and (prompts is None or prompts is False):
+            raise ValueError(
+                f"Expected `prompts` to be a library (True, 'default', 'parti', 'geneval', a path, a list or a dict) "
+                f"but got {prompts!r}; to turn CLIP scoring off use enabled=False"
+            )
         full = load_prompt_library(prompts) if enabled else []
         self.prompt_library: list[Prompt] = select_prompts(full, max_prompts)
         self._library_name = _library_name(prompts)
@@ -705,17 +719,16 @@ class ClipScoreCallback(Callback):
         values.update(self._tag_means(library, ids, scores))
         scores_by_id = dict(zip(ids.tolist(), scores.tolist()))
         best_worst = candidates.gather(trainer, scores_by_id) if candidates is not None else None
-        if self.offload:
-            self._offload()
-        self._last_step_evaluated = trainer.global_step
-        summary = {k: float(values[self.prefix + k]) for k in STAT_NAMES}
-        self.history.append({"step": step, **{self.prefix + k: v for k, v in summary.items()}})
-
         subset = f"fast_dev_run{len(library)}" if trainer.fast_dev_run else self._subset
         self.signature = signature_of(
             self._load_encoder(trainer), scale=self.scale, library=self._library_name,
             texts=[p.text for p in library], subset=subset,
         )
+        if self.offload:
+            self._offload()
+        self._last_step_evaluated = trainer.global_step
+        summary = {k: float(values[self.prefix + k]) for k in STAT_NAMES}
+        self.history.append({"step": step, **{self.prefix + k: v for k, v in summary.items()}})
 
         def publish() -> None:  # rank 0 writes; a failure there must not leave the others in the next collective
             if not trainer.is_global_zero:

@@ -79,7 +79,7 @@ class DiffusersGenerator:
         25
     """
 
-    _RESERVED = ("prompt", "generator", "output_type", "latents")
+    _RESERVED = ("prompt", "generator", "output_type", "latents", "num_inference_steps")
 
     def __init__(
         self,
@@ -102,7 +102,10 @@ class DiffusersGenerator:
         call_kwargs = {**dict(pipeline_kwargs or {}), **kwargs}
         reserved = sorted(set(call_kwargs) & set(self._RESERVED))
         if reserved:
-            raise ValueError(f"`{reserved[0]}` is set by DiffusersGenerator and cannot be passed to the pipeline")
+            raise ValueError(
+                f"`{reserved[0]}` is set by DiffusersGenerator and cannot be passed to the pipeline"
+                + (" (use DiffusersGenerator(num_inference_steps=...))" if reserved[0] == "num_inference_steps" else "")
+            )
         images_per_prompt = call_kwargs["num_images_per_prompt"] if "num_images_per_prompt" in call_kwargs else 1
         if images_per_prompt != 1:
             raise ValueError(

@@ -104,3 +104,18 @@ def test_score_against_a_bundled_library_by_prompt_id(tmp_path, tiny_clip_dir, c
         ("parti-0002.png", texts["parti-0002"]),
     ]
     assert "unrelated.png" in captured.err and "|prompts:parti#" in captured.out
+
+
+def test_score_files_of_two_render_folders_pair_in_compare(tmp_path, tiny_clip_dir, capsys):
+    rng = np.random.default_rng(0)
+    for run in ("before", "after"):
+        folder = tmp_path / run / "images"
+        folder.mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+            (folder / f"{i:02d}.txt").write_text(f"caption {i}")
+        assert main(["score", str(folder), "--model", str(tiny_clip_dir), "--precision", "32", "--quiet",
+                     "--output", str(tmp_path / run / "scores" / "step-00000000.jsonl")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "before"), str(tmp_path / "after")]) == 0
+    assert "over 10 shared prompts" in capsys.readouterr().out

@@ -394,3 +394,21 @@ def test_from_config_combines_two_libraries_that_number_prompts_alike(tmp_path):
     assert [(p.id, p.text) for p in callback.prompt_library] == [
         ("user:line-1", "a red circle"), ("validation:line-1", "a blue square")
     ]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompts=False), "use enabled=False"),
+        (dict(prefix=""), "non-empty string"),
+        (dict(scores_dir=""), "scores_dir"),
+    ],
+)
+def test_arguments_that_would_be_silently_wrong_are_refused(tiny_clip_dir, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClipScoreCallback(tiny_clip_dir, **kwargs)
+
+
+def test_an_encoder_keeps_its_own_attention_policy(encoder):
+    with pytest.raises(ValueError, match="would not reach CLIP"):
+        ClipScoreCallback(encoder, attention_policy="ignore")

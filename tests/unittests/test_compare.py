@@ -189,10 +189,20 @@ def test_read_scores_file_keeps_step_keys_and_scores(tmp_path):
     np.testing.assert_array_equal(evaluation.scores, [0.1, 0.2, 0.3])
 
 
-def test_read_scores_file_needs_a_step(tmp_path):
+def test_a_file_without_a_step_is_one_evaluation_at_step_0(tmp_path):
     path = write_scores(tmp_path / "no-step.jsonl", [ScoreRecord("a", "a cat", 0.2)])
-    with pytest.raises(ValueError, match=rf"{path}: the header records no training step"):
-        read_scores_file(path)
+    assert read_scores_file(path).step == 0
+
+
+def test_runs_are_found_in_any_folder_of_score_files(tmp_path):
+    run = tmp_path / "run"
+    _save(run / "version_0", 10, [0.1], keys=KEYS[:1])
+    path = _save(run / "version_0", 10, [0.2], keys=KEYS[:1])
+    parti = path.parent / "clip-parti"  # a second callback's files (prefix "clip/parti/")
+    write_scores(parti / "step-00000010.jsonl", [ScoreRecord("p", "a prompt", 0.3)], step=10)
+    (run / "notes").mkdir()
+    (run / "notes" / "step-1.jsonl").write_text("not a score file\n")
+    assert set(find_runs(run)) == {"run/version_0", "run/version_0/clip-parti"}
 
 
 def test_read_scores_file_refuses_an_incomplete_file(tmp_path):

@@ -313,7 +313,7 @@ def test_subset_uncategorised(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "5", True])
 def test_max_prompts_validation(bad: object) -> None:
-    with pytest.raises(ValueError, match="max_prompts must be a positive integer") as info:
+    with pytest.raises(ValueError, match="Expected `max_prompts` to be a positive int") as info:
         load_prompt_library(True, max_prompts=bad)  # type: ignore[arg-type]
     assert repr(bad) in str(info.value)
 
