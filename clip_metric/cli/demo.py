@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=positive_int, default=8, help="training epochs, one evaluation each")
     parser.add_argument("--steps-per-epoch", type=positive_int, default=40, help="optimizer steps per epoch")
     parser.add_argument("--prompts", type=positive_int, default=64, help="prompts per evaluation")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-evaluation lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
