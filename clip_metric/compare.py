@@ -9,7 +9,6 @@ the noise of a finite prompt set.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clip_metric.records import FORMAT, read_scores
+from clip_metric.records import is_score_file, read_scores
 from clip_metric.utilities.checks import check_positive_int
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
@@ -47,18 +46,27 @@ class Evaluation:
                 "clip/std": float(s.std()), "clip/count": int(s.size)}
 
     def mean_interval(self, level: float = 0.95) -> tuple[float, float]:
-        """Normal-approximation interval of the mean over prompts (sample std)."""
-        n = self.scores.size
-        if n < 2:
-            return (self.mean, self.mean)
-        half = _z(level) * float(self.scores.std(ddof=1)) / math.sqrt(n)
-        return (self.mean - half, self.mean + half)
+        """Normal-approximation interval of the mean over prompts (sample std); a point below 2."""
+        interval = mean_interval(self.scores, level)
+        return (self.mean, self.mean) if interval is None else interval
 
 
-def _z(level: float) -> float:
+def mean_interval(scores: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """``mean -/+ z * s / sqrt(n)`` with the sample std ``s``; None below two samples (no spread).
+
+    Example:
+        >>> low, high = mean_interval([0.30, 0.32, 0.34])
+        >>> round(low, 4), round(high, 4)
+        (0.2974, 0.3426)
+    """
     from statistics import NormalDist
 
-    return NormalDist().inv_cdf(0.5 + level / 2)
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size < 2:
+        return None
+    mean = float(values.mean())
+    half = NormalDist().inv_cdf(0.5 + level / 2) * float(values.std(ddof=1)) / math.sqrt(values.size)
+    return (mean - half, mean + half)
 
 
 def read_scores_file(path: str | os.PathLike) -> Evaluation:
@@ -73,16 +81,6 @@ def read_scores_file(path: str | os.PathLike) -> Evaluation:
     values = np.asarray([record.score for record in scores.records], dtype=np.float64)
     signature = scores.header.get("signature")
     return Evaluation(step, scores.path, keys, values, dict(signature) if isinstance(signature, dict) else None)
-
-
-def _is_score_file(path: Path) -> bool:
-    """Whether ``path`` starts with a score-file header (other ``step-*.jsonl`` files are not runs)."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            first = handle.readline()
-        return json.loads(first).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
@@ -102,7 +100,7 @@ def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
         raise FileNotFoundError(f"Run directory not found: {path}")
     folders: dict[Path, list[Path]] = {}
     for file in sorted(path.rglob("step-*.jsonl")):
-        if _is_score_file(file):  # a callback's prefix sub-folder, a custom scores_dir: any folder counts
+        if is_score_file(file):  # a callback's prefix sub-folder, a custom scores_dir: any folder counts
             folders.setdefault(file.parent, []).append(file)
     if not folders:
         raise FileNotFoundError(

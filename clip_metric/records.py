@@ -41,7 +41,7 @@ COLUMNS = ("prompt_id", "prompt", "seed", "score", "tags", "file")
 # The largest score each scale can give; a file that does not say its scale may hold any of them.
 SCALE_BOUNDS = {"cosine": 1.0, "clipscore": 2.5, "torchmetrics": 100.0}
 
-__all__ = ["COLUMNS", "FORMAT", "ScoreFile", "ScoreRecord", "read_scores", "write_scores"]
+__all__ = ["COLUMNS", "FORMAT", "ScoreFile", "ScoreRecord", "is_score_file", "read_scores", "write_scores"]
 
 
 @dataclass(frozen=True)
@@ -291,6 +291,24 @@ def _csv_row(row: dict[str, str], path: Path, line: int) -> dict[str, Any]:
             except ValueError:
                 raise located(path, line, f"expected a number {name!r} but got {row[name]!r}") from None
     return out
+
+
+def is_score_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts with a score-file header; reads its first line only.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp(), "notes.jsonl")
+        >>> _ = path.write_text('{"note": 1}\\n')
+        >>> is_score_file(path)
+        False
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            first = handle.readline()
+        return json.loads(first).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_scores(path: str | os.PathLike) -> ScoreFile:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import glob
 import os
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clip_metric.prompts import BUILTIN_LIBRARIES, builtin_prompts
-from clip_metric.utilities.readers import iter_jsonl, located, parse_json, read_table, read_text
+from clip_metric.utilities.readers import file_problem, iter_jsonl, located, parse_json, read_table, read_text
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 _TEXT_FIELDS = ("text", "prompt", "caption")
@@ -45,19 +44,22 @@ class Pairs:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+# What the skipped-file report says for each reason a path is not an image file.
+_SKIP_REASONS = {
+    "missing": "no such file",
+    "dangling": "dangling symbolic link",
+    "directory": "a directory",
+    "special": "not a regular file (FIFO, device or socket)",
+}
+
+
 def _kind(path: Path) -> str | None:
     """Why ``path`` cannot be read as an image file, or None if it can."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return "dangling symbolic link" if path.is_symlink() else "no such file"
-    except OSError as err:
-        return f"cannot be read ({err.strerror or err})"  # e.g. a symbolic link loop
-    if stat.S_ISDIR(info.st_mode):
-        return "a directory"
-    if not stat.S_ISREG(info.st_mode):
-        return "not a regular file (FIFO, device or socket)"
-    return None
+    problem = file_problem(path)
+    if problem is None:
+        return None
+    kind, detail = problem
+    return _SKIP_REASONS.get(kind, f"cannot be read ({detail})")  # e.g. a symbolic link loop
 
 
 def find_images(sources: Sequence[str | os.PathLike], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -115,18 +114,6 @@ def _gather_objects(fabric: Any, items: list) -> list:
     return [item for part in out for item in part]
 
 
-def _confidence_interval(scores: list[float], level: float = 0.95) -> tuple[float, float] | None:
-    """Normal-approximation interval of the mean; None below two samples (no spread to use)."""
-    from statistics import NormalDist, stdev
-
-    n = len(scores)
-    if n < 2:
-        return None
-    mean = sum(scores) / n
-    half = NormalDist().inv_cdf(0.5 + level / 2) * stdev(scores) / math.sqrt(n)
-    return (mean - half, mean + half)
-
-
 def run(args: argparse.Namespace) -> int:
     from clip_metric.cli.captions import find_images, pair_images_with_captions
 
@@ -166,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     scores = result["scores"]
     if not scores:
         raise CliError("no image could be scored")
-    interval = _confidence_interval(scores)
+    from clip_metric.compare import mean_interval
+
+    interval = mean_interval(scores)
     if output is not None:
         library = args.prompts if args.prompts in BUILTIN_LIBRARIES else None
         _write(output, result["ids"], scores, pairs, result["signature"], library)

@@ -26,6 +26,26 @@ def located(path: str | os.PathLike, where: str | int | None, problem: str) -> V
     return ValueError(f"{path}, {where}: {problem}" if where else f"{path}: {problem}")
 
 
+def file_problem(path: Path) -> tuple[str, str] | None:
+    """Why ``path`` cannot be read as a regular file, without opening it, or None if it can.
+
+    Returns ``(kind, detail)``: kind ``"missing"``, ``"dangling"`` (a link to nothing),
+    ``"unreadable"`` (a link loop, no permission, ...), ``"directory"`` or ``"special"`` (a FIFO,
+    device or socket: opening a FIFO would block until someone writes to it).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return ("dangling", "a dangling symbolic link") if path.is_symlink() else ("missing", "no such file")
+    except OSError as err:
+        return "unreadable", str(err.strerror or err)
+    if stat.S_ISDIR(info.st_mode):
+        return "directory", "a directory"
+    if not stat.S_ISREG(info.st_mode):
+        return "special", "not a regular file"
+    return None
+
+
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
     """The text of a UTF-8 file, its byte-order mark removed.
 
@@ -35,19 +55,18 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
             be read, or is not UTF-8 (naming the line).
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise FileNotFoundError(f"{what} {path} is a dangling symbolic link") from None
-        raise FileNotFoundError(f"{what} not found: {path}") from None
-    except OSError as err:  # a link loop, a permission problem, ...
-        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ValueError(f"{what} {path} is a directory, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        # Opening a FIFO would block until someone writes to it.
-        raise ValueError(f"{what} {path} is not a regular file")
+    problem = file_problem(path)
+    if problem is not None:
+        kind, detail = problem
+        if kind == "dangling":
+            raise FileNotFoundError(f"{what} {path} is a dangling symbolic link")
+        if kind == "missing":
+            raise FileNotFoundError(f"{what} not found: {path}")
+        if kind == "directory":
+            raise ValueError(f"{what} {path} is a directory, not a file")
+        if kind == "special":
+            raise ValueError(f"{what} {path} is not a regular file")
+        raise ValueError(f"cannot read {what} {path}: {detail}")
     try:
         raw = path.read_bytes()
     except OSError as err:
