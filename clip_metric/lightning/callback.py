@@ -212,6 +212,7 @@ class ClipScoreCallback(Callback):
         self.prompt_library: list[Prompt] = select_prompts(full, max_prompts)
         self._library_name = _library_name(prompts)
         self._subset = "all" if len(self.prompt_library) == len(full) else f"max{max_prompts}"
+        # The score signature of the last evaluation, on rank 0 (where score files are written).
         self.signature: ScoreSignature | None = None
         self._signature_logged_for: weakref.ref[Trainer] | None = None
         if enabled and max_prompts is not None and max_prompts > len(full):
@@ -719,11 +720,13 @@ class ClipScoreCallback(Callback):
         values.update(self._tag_means(library, ids, scores))
         scores_by_id = dict(zip(ids.tolist(), scores.tolist()))
         best_worst = candidates.gather(trainer, scores_by_id) if candidates is not None else None
-        subset = f"fast_dev_run{len(library)}" if trainer.fast_dev_run else self._subset
-        self.signature = signature_of(
-            self._load_encoder(trainer), scale=self.scale, library=self._library_name,
-            texts=[p.text for p in library], subset=subset,
-        )
+        if trainer.is_global_zero:  # only rank 0 writes it; a local model's weights are hashed once, there
+            subset = f"fast_dev_run{len(library)}" if trainer.fast_dev_run else self._subset
+            # Before offloading: the precision CLIP ran at on this device.
+            self.signature = signature_of(
+                self._load_encoder(trainer), scale=self.scale, library=self._library_name,
+                texts=[p.text for p in library], subset=subset,
+            )
         if self.offload:
             self._offload()
         self._last_step_evaluated = trainer.global_step
