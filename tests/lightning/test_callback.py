@@ -412,3 +412,13 @@ def test_arguments_that_would_be_silently_wrong_are_refused(tiny_clip_dir, kwarg
 def test_an_encoder_keeps_its_own_attention_policy(encoder):
     with pytest.raises(ValueError, match="would not reach CLIP"):
         ClipScoreCallback(encoder, attention_policy="ignore")
+
+
+def test_other_loggers_get_the_signature_as_a_hyperparameter(tmp_path, tiny_clip_dir):
+    import yaml
+
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:2], precision="32")
+    trainer = _trainer(tmp_path, callback, logger=CSVLogger(tmp_path, name="csv"))
+    trainer.validate(TinyTextToImage())
+    hparams = yaml.safe_load((tmp_path / "csv" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["clip/signature"] == str(callback.signature)

@@ -26,8 +26,10 @@ def test_wandb_logger_gets_scalars_table_and_images(tmp_path, tiny_clip_dir, mon
                          limit_val_batches=1)
     try:
         (results,) = trainer.validate(TinyTextToImage())
+        signature = logger.experiment.config["clip/signature"]  # once per run, in the run's config
     finally:
         wandb.finish()
+    assert signature == str(callback.signature)
     assert results["clip/count"] == 3
     # Score files go beside this run's W&B files: under the logger's save_dir, project and run id.
     assert callback.resolved_scores_dir == tmp_path / "clip-metric-test" / logger.version / "clip_scores"
