@@ -245,6 +245,8 @@ class ClipEncoder:
         self.image_forward_count = 0
         self.truncated_prompt_count = 0
         self._warned_truncation = False
+        # (name_or_path, settings) when loaded by name (set by from_pretrained), None for a preloaded model.
+        self._source: tuple[str, dict[str, Any]] | None = None
 
     @classmethod
     def from_pretrained(
@@ -341,7 +343,7 @@ class ClipEncoder:
         return self
 
     def __reduce__(self) -> Any:
-        source = self.__dict__.get("_source")
+        source = self._source
         if source is None:
             return super().__reduce__()  # a preloaded model travels with its weights
         # Loaded by name: pickling (torch.save of a metric, ddp_spawn) stores how to load it, not

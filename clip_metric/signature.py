@@ -132,7 +132,7 @@ def model_fingerprint(encoder: Any) -> str:
     cached = encoder.__dict__.get("_fingerprint")
     if cached is not None:
         return cached
-    source = encoder.__dict__.get("_source")
+    source = encoder._source
     if source is None:
         fingerprint = f"preloaded:{_parameters_hash(encoder.model)}"
     else:
