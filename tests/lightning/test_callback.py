@@ -422,3 +422,32 @@ def test_other_loggers_get_the_signature_as_a_hyperparameter(tmp_path, tiny_clip
     trainer.validate(TinyTextToImage())
     hparams = yaml.safe_load((tmp_path / "csv" / "version_0" / "hparams.yaml").read_text())
     assert hparams["clip/signature"] == str(callback.signature)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"validation_prompt_library": 0}, "`validation_prompt_library` to be a path or true/false but got 0"),
+        ({"validation_prompt_library": 1}, "`validation_prompt_library` to be a path or true/false but got 1"),
+        ({"validation_prompt_library": 1.0}, "`validation_prompt_library` to be a path or true/false but got 1.0"),
+        ({"user_prompt_library": 5}, "`user_prompt_library` to be a path but got 5"),
+        ({"pretrained_evaluation_model_name_or_path": 5}, "a hub id or a path but got 5"),
+        ({"pretrained_evaluation_model_name_or_path": ["x"]}, r"a hub id or a path but got \['x'\]"),
+        ({"pretrained_evaluation_model_name_or_path": False}, "a hub id or a path but got False"),
+    ],
+)
+def test_from_config_names_the_key_and_value_of_odd_types(config, message):
+    with pytest.raises(ValueError, match=message):
+        ClipScoreCallback.from_config(config)
+
+
+def test_from_config_refuses_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(b'{"report_to": "caf\xe9"}')
+    with pytest.raises(ValueError, match=r"config.json, line 1: not valid UTF-8"):
+        ClipScoreCallback.from_config(path)
+
+
+def test_encoder_cache_size_refuses_a_boolean(tiny_clip_dir):
+    with pytest.raises(ValueError, match="Expected `text_cache_size` to be a non-negative int but got True"):
+        ClipEncoder.from_pretrained(tiny_clip_dir, text_cache_size=True)
