@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """How long do large prompt libraries and caption tables take to load, and does the cost grow linearly?
 
+It also times the bundled libraries (Parti Prompts, GenEval) loaded from their packaged files,
+and a balanced subset of Parti.
+
 For every format a library can come in (``.txt``, ``.json`` as an object, ``.json`` as a list,
 ``.jsonl``, ``.csv``, ``.tsv``) and for a ``metadata.jsonl`` caption table, the script writes a
 file of N prompts (mixed lengths, unicode, commas and quotes) at two sizes and times loading it
@@ -109,7 +112,27 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             # 1.0: linear; large/small (10 here): quadratic.
             "growth_over_linear": (t_large / t_small) / (large / small),
         }
-    return {"sizes": list(sizes), "formats": formats}
+    return {"sizes": list(sizes), "formats": formats, "bundled": measure_bundled(args)}
+
+
+def measure_bundled(args: argparse.Namespace) -> dict[str, float]:
+    """Milliseconds to load each bundled library from its file (cache cleared), and to take a subset."""
+    from clip_metric import prompts
+
+    variants = {
+        "parti": lambda: prompts.load_prompt_library("parti"),
+        "geneval": lambda: prompts.load_prompt_library("geneval"),
+        "parti, max_prompts=256": lambda: prompts.load_prompt_library("parti", max_prompts=256),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _, timed_round, order in rounds(list(variants), max(args.repeats, 3), warmup=not args.tiny):
+        for name in order:
+            prompts._builtin.cache_clear()  # from the packaged file, every time
+            started = time.perf_counter()
+            variants[name]()
+            if timed_round:
+                times[name].append(1000.0 * (time.perf_counter() - started))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def build_markdown(report: dict[str, Any]) -> str:
@@ -123,6 +146,9 @@ def build_markdown(report: dict[str, Any]) -> str:
     lines += table(["format", f"{small:,} (s)", f"{large:,} (s)", "us per prompt", "growth / linear"], rows)
     lines += ["", "growth / linear: (time ratio) / (size ratio); 1 is linear, "
               f"{large // small} would be quadratic.", ""]
+    lines += ["", "### Bundled libraries (loaded from the packaged file each time)", ""]
+    lines += table(["library", "ms"], [[name, fmt(ms, ".1f")] for name, ms in report["results"]["bundled"].items()])
+    lines += [""]
     lines += targets_table(report["targets"], report["settings"]["tiny"], context=("format",))
     return "\n".join(lines) + "\n"
 
@@ -148,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ] + [
         target("cost growth over linear", f["growth_over_linear"], "<=", 2.0, format=kind)
         for kind, f in report["results"]["formats"].items()
+    ] + [
+        target("milliseconds to load and subset Parti", report["results"]["bundled"]["parti, max_prompts=256"], "<=",
+               100.0, format="parti")
     ]
     report["markdown"] = build_markdown(report)
     return write_report(report, args)

@@ -258,4 +258,6 @@ def test_loaders_benchmark_times_every_format_at_two_sizes(runs: dict[str, Run])
     assert set(formats) == {"txt", "json-object", "json-list", "jsonl", "csv", "tsv", "captions-jsonl"}
     for figures in formats.values():
         assert all(_finite(v) for v in figures["seconds"].values()) and _finite(figures["growth_over_linear"])
-    assert len(report["targets"]) == 2 * len(formats)
+    assert set(report["results"]["bundled"]) == {"parti", "geneval", "parti, max_prompts=256"}
+    assert all(_finite(ms) for ms in report["results"]["bundled"].values())
+    assert len(report["targets"]) == 2 * len(formats) + 1
