@@ -2,9 +2,10 @@
 
 ``ClipScoreCallback`` writes one ``clip_scores/step-XXXXXXXX.jsonl`` per evaluation, in the
 schema of :mod:`clip_metric.records`. Two runs evaluated on the same prompts and seeds can be compared
-*paired*: the difference of means is the mean of per-prompt differences, and a bootstrap over
-prompts gives its 95% interval. That is what tells whether ``.33`` against ``.36`` is signal or
-the noise of a finite prompt set.
+*paired*: the difference of means is the mean of per-prompt differences, and the *t* interval
+of those differences (:mod:`clip_metric.intervals`, the statistics the callback logs as
+``clip/delta`` and ``clip/delta_ci``) is its 95% interval. That is what tells whether ``.33``
+against ``.36`` is signal or the noise of a finite prompt set.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from clip_metric.intervals import DEFAULT_LEVEL, half_width
 from clip_metric.records import is_score_file, read_scores
-from clip_metric.utilities.checks import check_positive_int
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
 
@@ -45,27 +46,28 @@ class Evaluation:
         return {"clip/mean": float(s.mean()), "clip/min": float(s.min()), "clip/max": float(s.max()),
                 "clip/std": float(s.std()), "clip/count": int(s.size)}
 
-    def mean_interval(self, level: float = 0.95) -> tuple[float, float]:
-        """Normal-approximation interval of the mean over prompts (sample std); a point below 2."""
+    def mean_interval(self, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+        """The *t* interval of the mean over prompts (as ``clip/mean_ci``); a point below 2 prompts."""
         interval = mean_interval(self.scores, level)
         return (self.mean, self.mean) if interval is None else interval
 
 
-def mean_interval(scores: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
-    """``mean -/+ z * s / sqrt(n)`` with the sample std ``s``; None below two samples (no spread).
+def mean_interval(scores: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float] | None:
+    """``mean -/+ t * s / sqrt(n)`` with the sample std ``s``; None below two samples (no spread).
+
+    The same interval as ``clip/mean_ci`` (:func:`clip_metric.intervals.half_width`).
 
     Example:
         >>> low, high = mean_interval([0.30, 0.32, 0.34])
         >>> round(low, 4), round(high, 4)
-        (0.2974, 0.3426)
+        (0.2703, 0.3697)
     """
-    from statistics import NormalDist
-
     values = np.asarray(scores, dtype=np.float64)
     if values.size < 2:
         return None
     mean = float(values.mean())
-    half = NormalDist().inv_cdf(0.5 + level / 2) * float(values.std(ddof=1)) / math.sqrt(values.size)
+    centered = values - mean  # moments about the mean: no cancellation in the variance
+    half = half_width(float(centered.sum()), float((centered * centered).sum()), values.size, level)
     return (mean - half, mean + half)
 
 
@@ -130,13 +132,13 @@ def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
 
 
 MIN_PAIRS = 10
-"""Fewest shared prompts a paired interval is given for: below, the bootstrap has too few
-distinct resamples for its percentiles to mean anything (one pair gives a zero-width interval)."""
+"""Fewest shared prompts a paired interval is given for: below, the spread of the differences is
+too poorly estimated for the interval to mean anything."""
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``b - a`` over the prompts both evaluations share, with a bootstrap interval.
+    """``b - a`` over the prompts both evaluations share, with its *t* interval.
 
     ``mean_a`` and ``mean_b`` are the two means over those shared prompts only, so that
     ``difference == mean_b - mean_a`` whatever else either evaluation holds.
@@ -151,20 +153,24 @@ class PairedDifference:
     mean_b: float = math.nan
 
     @property
+    def half_width(self) -> float:
+        """Half the interval's width (``clip/delta_ci`` at the default level)."""
+        return (self.high - self.low) / 2
+
+    @property
     def significant(self) -> bool:
         """Whether the interval excludes zero."""
         return self.low > 0 or self.high < 0
 
 
-def paired_difference(
-    a: Evaluation, b: Evaluation, *, n_boot: int = 5000, level: float = 0.95, seed: int = 0
-) -> PairedDifference:
-    """Mean of per-prompt differences ``b - a`` on shared (prompt id, prompt, seed) rows, bootstrapped.
+def paired_difference(a: Evaluation, b: Evaluation, *, level: float = DEFAULT_LEVEL) -> PairedDifference:
+    """Mean of per-prompt differences ``b - a`` on shared (prompt id, prompt, seed) rows, with its *t* interval.
+
+    The statistics the callback logs as ``clip/delta`` and ``clip/delta_ci``.
 
     Raises:
         ValueError: if the evaluations share fewer than :data:`MIN_PAIRS` (prompt id, prompt,
-            seed) rows, or for an
-            ``n_boot`` that is not a positive int or a ``level`` outside ``(0, 1)``.
+            seed) rows, or for a ``level`` outside ``(0, 1)``.
 
     Example:
         >>> import numpy as np
@@ -176,7 +182,6 @@ def paired_difference(
         >>> round(result.difference, 3), result.significant
         (0.02, True)
     """
-    check_positive_int("n_boot", n_boot)
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ValueError(f"Expected `level` to be a number strictly between 0 and 1 but got {level!r}")
     index_a = {key: i for i, key in enumerate(a.keys)}
@@ -190,13 +195,9 @@ def paired_difference(
         )
     ia, ib = (np.asarray(x) for x in zip(*shared))
     diffs = b.scores[ib] - a.scores[ia]
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, diffs.size, size=(n_boot, diffs.size))
-    boot = diffs[samples].mean(axis=1)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    low, high = mean_interval(diffs, level)  # type: ignore[misc]  # MIN_PAIRS >= 2
     return PairedDifference(
-        float(diffs.mean()), float(low), float(high), int(diffs.size), level,
+        float(diffs.mean()), low, high, int(diffs.size), level,
         float(a.scores[ia].mean()), float(b.scores[ib].mean()),
     )
 
@@ -244,7 +245,7 @@ def best_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation:
 def plot_runs(
     runs: dict[str, list[Evaluation]],
     out: str | os.PathLike,
-    level: float = 0.95,
+    level: float = DEFAULT_LEVEL,
     logged: dict[str, list[dict[str, float]]] | None = None,
 ) -> Path:
     """Draw ``clip/mean`` against step for every run, with the interval of the mean.

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from clip_metric.utilities.checks import check_choice
+from clip_metric.intervals import half_width
 from clip_metric.utilities.constants import DEFAULT_PREFIX, STAT_NAMES
 
 ScoreScale = Literal["cosine", "torchmetrics", "clipscore"]
@@ -108,20 +109,23 @@ def stats_from_moments(
 ) -> dict[str, Tensor]:
     """Summary statistics from accumulated moments (the metric's synced states).
 
-    ``std`` is the population standard deviation (``ddof=0``, as numpy's default). With no
-    samples, every statistic but ``count`` is NaN.
+    ``std`` is the population standard deviation (``ddof=0``, as numpy's default); ``mean_ci``
+    is the half-width of the 95% *t* interval of the mean (sample standard deviation, see
+    :func:`clip_metric.intervals.half_width`; NaN below two samples). With no samples, every
+    statistic but ``count`` is NaN.
 
     Returns:
-        ``{prefix + "mean"|"min"|"max"|"std"|"count": 0-dim tensor}``.
+        ``{prefix + "mean"|"mean_ci"|"min"|"max"|"std"|"count": 0-dim float64 tensor}``.
     """
     n = count.to(torch.float64)
+    nan = torch.tensor(math.nan, dtype=torch.float64, device=total.device)
     if count.item() == 0:
-        nan = torch.tensor(math.nan, dtype=torch.float64, device=total.device)
-        values = [nan, nan, nan, nan]
+        values = [nan, nan, nan, nan, nan]
     else:
         mean = total / n
         var = (total_sq / n - mean * mean).clamp(min=0.0)
-        values = [mean, minimum, maximum, var.sqrt()]
+        ci = torch.tensor(half_width(total, total_sq, count), dtype=torch.float64, device=total.device)
+        values = [mean, ci, minimum, maximum, var.sqrt()]
     out = {prefix + name: value for name, value in zip(STAT_NAMES, values)}
     # A float count: loggers reduce floats, and Lightning warns about integer values.
     out[prefix + "count"] = count.to(torch.float64)
@@ -129,12 +133,12 @@ def stats_from_moments(
 
 
 def summarize_scores(scores: Tensor, prefix: str = DEFAULT_PREFIX) -> dict[str, Tensor]:
-    """Mean, min, max, std and count of a 1-D tensor of per-sample scores.
+    """Mean, its 95% interval's half-width, min, max, std and count of a 1-D tensor of per-sample scores.
 
     Example:
         >>> import torch
         >>> {k: round(float(v), 4) for k, v in summarize_scores(torch.tensor([0.2, 0.4])).items()}
-        {'clip/mean': 0.3, 'clip/min': 0.2, 'clip/max': 0.4, 'clip/std': 0.1, 'clip/count': 2.0}
+        {'clip/mean': 0.3, 'clip/mean_ci': 1.2706, 'clip/min': 0.2, 'clip/max': 0.4, 'clip/std': 0.1, 'clip/count': 2.0}
     """
     scores = scores.detach().reshape(-1).to(torch.float64)
     if scores.numel() == 0:

@@ -66,7 +66,7 @@ class ClipScore(ScoreStatistics):
         >>> images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
         >>> metric.update(images, ["a red circle on a blue background", "a green square on a white background"])
         >>> sorted(metric.compute())
-        ['clip/count', 'clip/max', 'clip/mean', 'clip/min', 'clip/std']
+        ['clip/count', 'clip/max', 'clip/mean', 'clip/mean_ci', 'clip/min', 'clip/std']
     """
 
     def __init__(

@@ -33,6 +33,7 @@ __all__ = [
     "Prompt",
     "Tags",
     "PromptSource",
+    "balanced_order",
     "builtin_prompts",
     "load_prompt_library",
     "prompt_seed",
@@ -575,6 +576,33 @@ def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[P
     _check_max_prompts(max_prompts)
     if max_prompts is None or max_prompts >= len(prompts):
         return list(prompts)
+    chosen = sorted(_balanced_ranking(prompts)[:max_prompts])
+    return [prompts[index] for index in chosen]
+
+
+def balanced_order(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """The library in the ranking :func:`select_prompts` keeps the first ``max_prompts`` of.
+
+    Every prefix of this order is balanced over the first tag, and
+    ``set(balanced_order(library)[:k]) == set(select_prompts(library, k))`` for every ``k``:
+    an evaluation that stops early (``ClipScoreCallback(target_ci=...)``) scores a prefix,
+    so two evaluations that stop at different points share all the prompts of the shorter one.
+    The order of a subset is the order of the library restricted to it.
+
+    Example:
+        >>> from clip_metric.prompts import balanced_order, builtin_prompts, select_prompts
+        >>> library = builtin_prompts()
+        >>> order = balanced_order(library)
+        >>> set(order[:20]) == set(select_prompts(library, 20))
+        True
+        >>> balanced_order(select_prompts(library, 20)) == order[:20]
+        True
+    """
+    return [prompts[index] for index in _balanced_ranking(prompts)]
+
+
+def _balanced_ranking(prompts: Sequence[Prompt]) -> list[int]:
+    """Library indices, round-robin over first-tag groups (see :func:`select_prompts`)."""
     groups: dict[str | None, list[int]] = {}
     for index, prompt in enumerate(prompts):
         first = next(iter(prompt.tags.items()), None)  # subsets are balanced over the first tag
@@ -585,8 +613,7 @@ def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[P
         members.sort(key=lambda i: (_stable_key(prompts[i].text), prompts[i].id))
         ranking.extend((rank, category_key, index) for rank, index in enumerate(members))
     ranking.sort()
-    chosen = sorted(index for _, _, index in ranking[:max_prompts])
-    return [prompts[index] for index in chosen]
+    return [index for _, _, index in ranking]
 
 
 def _check_max_prompts(max_prompts: Any) -> None:

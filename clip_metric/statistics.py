@@ -72,7 +72,7 @@ def check_cosines(scores: Any) -> Tensor:
 
 
 class ScoreStatistics(Metric):
-    r"""Mean, min, max, std and count of per-sample CLIP cosines, exact across DDP ranks.
+    r"""Mean (with its 95% interval), min, max, std and count of per-sample CLIP cosines, exact across DDP ranks.
 
     Args:
         scale: ``"cosine"`` (raw cosine, default; good models score 0.30-0.39), ``"torchmetrics"``
@@ -95,7 +95,7 @@ class ScoreStatistics(Metric):
         >>> stats = ScoreStatistics()
         >>> stats.update(torch.tensor([0.25, 0.35]))
         >>> {k: round(float(v), 4) for k, v in stats.compute().items()}
-        {'clip/mean': 0.3, 'clip/min': 0.25, 'clip/max': 0.35, 'clip/std': 0.05, 'clip/count': 2.0}
+        {'clip/mean': 0.3, 'clip/mean_ci': 0.6353, 'clip/min': 0.25, 'clip/max': 0.35, 'clip/std': 0.05, 'clip/count': 2.0}
     """
 
     is_differentiable = False
@@ -209,7 +209,10 @@ class ScoreStatistics(Metric):
         super()._sync_dist(*args, **kwargs)
 
     def compute(self) -> dict[str, Tensor]:
-        """``{prefix + "mean"|"min"|"max"|"std"|"count"}`` over every sample on every rank.
+        """``{prefix + "mean"|"mean_ci"|"min"|"max"|"std"|"count"}`` over every sample on every rank.
+
+        ``mean_ci`` is the half-width of the 95% *t* interval of the mean, from the synced moments
+        (:func:`clip_metric.intervals.half_width`): exact at any world size, NaN below two samples.
 
         With no samples anywhere it warns and returns NaN for the statistics (count 0); all
         ranks take the same path, so no rank is left waiting in a collective.

@@ -1,4 +1,4 @@
-"""``clip-metric compare``: compare runs' per-prompt scores with paired bootstrap intervals."""
+"""``clip-metric compare``: compare runs' per-prompt scores with paired *t* intervals (as ``clip/delta_ci``)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from clip_metric.cli._common import CliError, Formatter, positive_int, stderr
-
-MAX_BOOTSTRAP = 100_000
-
-
-def _bootstrap(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_BOOTSTRAP:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_BOOTSTRAP} resamples but got {text}")
-    return value
-
+from clip_metric.cli._common import CliError, Formatter, stderr
 
 def _level(text: str) -> float:
     try:
@@ -30,11 +20,10 @@ def _level(text: str) -> float:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "compare", help="compare runs' per-prompt scores with paired bootstrap intervals", formatter_class=Formatter
+        "compare", help="compare runs' per-prompt scores with paired intervals", formatter_class=Formatter
     )
     parser.add_argument("runs", nargs="+", help="run directories (searched for clip_scores/step-*.jsonl)")
     parser.add_argument("--plot", help="write a PNG of clip/mean against step for every run")
-    parser.add_argument("--bootstrap", type=_bootstrap, default=5000, help=f"bootstrap resamples (1 to {MAX_BOOTSTRAP})")
     parser.add_argument("--level", type=_level, default=0.95, help="interval level, in (0, 1)")
     parser.add_argument(
         "--allow-different-signatures", action="store_true",
@@ -93,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
             stderr(f"warning: {other} vs {names[0]} signature differs: {difference}")
         entry: dict = {"run": other, "base": names[0], "step": b.step, "base_step": a.step}
         try:
-            d = paired_difference(a, b, n_boot=args.bootstrap, level=args.level)
+            d = paired_difference(a, b, level=args.level)
         except ValueError as err:
             entry["error"] = str(err)
         else:
-            entry.update(difference=d.difference, low=d.low, high=d.high, shared=d.shared, mean=d.mean_b,
+            entry.update(difference=d.difference, half_width=d.half_width, low=d.low, high=d.high, shared=d.shared, mean=d.mean_b,
                          base_mean=d.mean_a, significant=d.significant)
         pairs.append(entry)
     plot = str(plot_runs(runs, args.plot, level=args.level, logged=logged)) if args.plot else None
@@ -131,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if pairs:
         print()
         print(f"paired difference of clip/mean at each run's last evaluation, over the prompts (id, text and seed) "
-              f"both scored, bootstrap {args.level * 100:g}% interval:")
+              f"both scored, {args.level * 100:g}% t interval of the per-prompt differences:")
     for entry in pairs:
         other, base = entry["run"], entry["base"]
         if "error" in entry:
@@ -139,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         verdict = "significant" if entry["significant"] else "not significant (the interval includes 0)"
         print(f"  {other} (step {entry['step']}) - {base} (step {entry['base_step']}): {entry['difference']:+.4f} "
-              f"[{entry['low']:+.4f}, {entry['high']:+.4f}] over {entry['shared']} shared prompts "
+              f"+/- {entry['half_width']:.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] over {entry['shared']} shared prompts "
               f"(means {entry['mean']:.4f} vs {entry['base_mean']:.4f}): {verdict}")
     if plot:
         print(f"plot: {plot}")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import re
 import time
 import weakref
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -24,36 +22,31 @@ from torch import Tensor
 from typing_extensions import override
 
 from clip_metric.attention import ATTENTION_POLICIES, AttentionPolicy, check_attention
+from clip_metric.distributed import jointly
 from clip_metric.encoder import ClipEncoder
+from clip_metric.evaluation import DEFAULT_MIN_PROMPTS, DEFAULT_ROUND_SIZE, EvaluationResult, PromptEvaluator
 from clip_metric.images import check_value_range
 from clip_metric.lightning.config import callback_kwargs
 from clip_metric.lightning.generation import GenerateFn, resolve_generate_fn
 from clip_metric.lightning.progress import prompt_progress
-from clip_metric.lightning.reporting import REPORT_TO, Candidates, report, report_signature, safe_key
-from clip_metric.prompts import (
-    BUILTIN_LIBRARIES,
-    BUILTIN_LIBRARY,
-    Prompt,
-    PromptSource,
-    load_prompt_library,
-    select_prompts,
-)
-from clip_metric.signature import ScoreSignature, signature_of
-from clip_metric.records import ScoreRecord, write_scores
-from clip_metric.statistics import ScoreStatistics
+from clip_metric.lightning.reporting import REPORT_TO, report, report_signature
+from clip_metric.prompts import Prompt, PromptSource
+from clip_metric.signature import ScoreSignature
 from clip_metric.utilities.checks import (
     check_bool,
     check_callable,
     check_choice,
+    check_model_source,
     check_non_negative_int,
+    check_optional_path,
     check_optional_positive_int,
     check_positive_int,
-    check_str,
+    check_prefix,
 )
-from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX, SCORES_DIRNAME, STAT_NAMES
+from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX, DELTA_NAMES, SCORES_DIRNAME, STAT_NAMES
 from clip_metric.functional import check_scale
+from clip_metric.utilities.keys import safe_key
 from clip_metric.utilities.precision import check_precision
-from clip_metric.utilities.rng import preserved_rng
 
 log = logging.getLogger("clip_metric")
 
@@ -72,9 +65,14 @@ class ClipScoreCallback(Callback):
     at the end of ``trainer.test()``, the prompts are split across global ranks with no
     duplicates and no padding; every rank renders and scores its share; a
     :class:`~clip_metric.ScoreStatistics` syncs sum, sum of squares, count, min and max; and
-    ``clip/mean``, ``clip/min``, ``clip/max``, ``clip/std``, ``clip/count`` are logged through the
-    trainer's loggers, where ``EarlyStopping`` and ``ModelCheckpoint`` can
-    ``monitor="clip/mean"``. Sanity-check validation is skipped; under ``fast_dev_run`` one batch
+    ``clip/mean``, ``clip/mean_ci`` (half-width of its 95% interval), ``clip/min``, ``clip/max``,
+    ``clip/std``, ``clip/count`` are logged through the trainer's loggers, where ``EarlyStopping``
+    and ``ModelCheckpoint`` can ``monitor="clip/mean"``. From the second evaluation on,
+    ``clip/delta`` is the change of the mean since the previous evaluation over the prompts both
+    scored (same seeds), with ``clip/delta_ci`` and ``clip/delta_count`` (pairs); after a resume
+    the previous evaluation is read back from its score file. With ``target_ci`` the library is
+    rendered in rounds and each evaluation stops once the interval it targets is narrow enough.
+    The loop itself is :class:`~clip_metric.evaluation.PromptEvaluator`, usable without Lightning. Sanity-check validation is skipped; under ``fast_dev_run`` one batch
     of prompts per rank is scored once, whatever the schedule, and no file is written.
 
     Images come from ``generate_fn(pl_module, prompts, seeds)`` or, without one, from
@@ -124,6 +122,14 @@ class ClipScoreCallback(Callback):
             clip_scores``; a sub-folder per prefix other than ``"clip/"``. Resolved once per Trainer
             in ``setup``; files are never overwritten.
         enabled: ``False`` makes the callback do nothing (``evaluation_type: "none"``).
+        target_ci: render in rounds and stop each evaluation once the 95% interval of ``target``
+            has a half-width of at most this (in units of ``scale``); ``max_prompts`` stays the
+            upper bound. None (default): the whole library every time.
+        target: ``"delta"`` (default; the first evaluation, with nothing to pair with, targets the
+            mean) or ``"mean"``. See :class:`~clip_metric.evaluation.PromptEvaluator`.
+        min_prompts: with ``target_ci``, prompts scored before the first check (default 64).
+        round_size: with ``target_ci``, prompts added per round over all ranks (default 32; it
+            does not depend on the world size, so 1 and N processes stop at the same point).
 
     Raises:
         ValueError: for invalid arguments (each names the value).
@@ -156,14 +162,12 @@ class ClipScoreCallback(Callback):
         save_scores: bool = True,
         scores_dir: str | os.PathLike | None = None,
         enabled: bool = True,
+        target_ci: float | None = None,
+        target: Literal["delta", "mean"] = "delta",
+        min_prompts: int = DEFAULT_MIN_PROMPTS,
+        round_size: int = DEFAULT_ROUND_SIZE,
     ) -> None:
-        if not isinstance(model_name_or_path, (str, os.PathLike, ClipEncoder)) or (
-            isinstance(model_name_or_path, str) and not model_name_or_path.strip()
-        ):
-            raise ValueError(
-                "Expected `model_name_or_path` to be a hub id, a local directory or a ClipEncoder but got "
-                f"{model_name_or_path!r}"
-            )
+        check_model_source(model_name_or_path, ClipEncoder)
         self.batch_size = check_positive_int("batch_size", batch_size)
         if every_n_epochs is not None and every_n_train_steps is not None:
             raise ValueError(
@@ -176,9 +180,7 @@ class ClipScoreCallback(Callback):
         self.every_n_epochs = check_optional_positive_int("every_n_epochs", every_n_epochs)
         self.report_to = check_choice("report_to", report_to, REPORT_TO)
         self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
-        self.prefix = check_str("prefix", prefix)
-        if not self.prefix.strip():
-            raise ValueError(f"Expected `prefix` to be a non-empty string such as 'clip/' but got {prefix!r}")
+        self.prefix = check_prefix(prefix)
         if isinstance(model_name_or_path, ClipEncoder) and precision != "auto":
             raise ValueError(
                 f"`precision={precision!r}` would be ignored: a ClipEncoder brings its own precision; set it there"
@@ -193,34 +195,37 @@ class ClipScoreCallback(Callback):
         self.offload = check_bool("offload", offload)
         self.save_scores = check_bool("save_scores", save_scores)
         self.enabled = check_bool("enabled", enabled)
-        if scores_dir is not None and (
-            not isinstance(scores_dir, (str, os.PathLike)) or not os.fspath(scores_dir).strip()
-        ):
-            raise ValueError(f"Expected `scores_dir` to be a path but got {scores_dir!r}")
-        self.scores_dir = scores_dir
+        self.scores_dir = check_optional_path("scores_dir", scores_dir)
         self.precision = check_precision(precision)
         self.value_range = check_value_range(value_range)
         self.scale = check_scale(scale)
         self.model_name_or_path = model_name_or_path
-        # Loading the library here surfaces a bad file at construction, not hours into training.
         if enabled and (prompts is None or prompts is False):
             raise ValueError(
                 f"Expected `prompts` to be a library (True, 'default', 'parti', 'geneval', a path, a list or a dict) "
                 f"but got {prompts!r}; to turn CLIP scoring off use enabled=False"
             )
-        full = load_prompt_library(prompts) if enabled else []
-        self.prompt_library: list[Prompt] = select_prompts(full, max_prompts)
-        self._library_name = _library_name(prompts)
-        self._subset = "all" if len(self.prompt_library) == len(full) else f"max{max_prompts}"
+        # The evaluation loop; building it loads the library, so a bad file fails at
+        # construction, not hours into training.
+        self._evaluator: PromptEvaluator | None = PromptEvaluator(
+            model_name_or_path, prompts=prompts, max_prompts=max_prompts, batch_size=batch_size,
+            value_range=value_range, scale=scale, prefix=prefix, precision=precision,
+            attention_policy=attention_policy, target_ci=target_ci, target=target, min_prompts=min_prompts,
+            round_size=round_size, num_logged_images=num_logged_images,
+        ) if enabled else None
+        if self._evaluator is not None:
+            self._evaluator.owner = "ClipScoreCallback"
+        self.target_ci = None if self._evaluator is None else self._evaluator.target_ci
+        self.target = target
+        self.prompt_library: list[Prompt] = [] if self._evaluator is None else self._evaluator.library
         # The score signature of the last evaluation, on rank 0 (where score files are written).
         self.signature: ScoreSignature | None = None
         self._signature_logged_for: weakref.ref[Trainer] | None = None
-        if enabled and max_prompts is not None and max_prompts > len(full):
+        if self._evaluator is not None and max_prompts is not None and max_prompts > self._evaluator.library_size:
             rank_zero_warn(
                 f"ClipScoreCallback(max_prompts={max_prompts}): the library has only {len(self.prompt_library)} "
                 "prompts; all of them are used"
             )
-        self._encoder: ClipEncoder | None = model_name_or_path if isinstance(model_name_or_path, ClipEncoder) else None
         self._generate: GenerateFn | None = None
         self._resolved_scores_dir: Path | None = None
         # Which Trainer the folder was resolved for, and that run's folder, shared by the
@@ -284,6 +289,7 @@ class ClipScoreCallback(Callback):
         elif not self._resolved_for(trainer):  # once per Trainer: fit, validate and test share it
             self._resolved_scores_dir = self._resolve_scores_dir(trainer)
             self._scores_dir_owner = weakref.ref(trainer)
+        self._require_evaluator().scores_dir = self._resolved_scores_dir
         self._jointly(trainer, "loading the CLIP model", lambda: self._load_encoder(trainer))
 
     @override
@@ -292,10 +298,10 @@ class ClipScoreCallback(Callback):
             return
         # One tiny generate-and-score pass: a broken generator stops the run in seconds, not
         # after the first epoch. Same prompts on every rank; nothing is logged or kept.
-        indexed = list(enumerate(self.prompt_library[:_PREFLIGHT_PROMPTS]))
-        self._jointly(trainer, "the generate-and-score check at fit start", lambda: self._score_shard(
-            trainer, pl_module, indexed, ScoreStatistics(scale=self.scale), None, progress=False
-        ))
+        self._require_evaluator().check(
+            self._generator(trainer, pl_module), device=pl_module.device, modules=[pl_module],
+            prompts=_PREFLIGHT_PROMPTS, what="the generate-and-score check at fit start",
+        )
         if self.offload:
             self._offload()
 
@@ -341,7 +347,9 @@ class ClipScoreCallback(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step_evaluated": self._last_step_evaluated, "history": list(self.history)}
+        # The previous evaluation is named by its score file (read back on resume), not copied in.
+        previous = {} if self._evaluator is None else self._evaluator.state_dict()
+        return {"last_step_evaluated": self._last_step_evaluated, "history": list(self.history), **previous}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -350,6 +358,8 @@ class ClipScoreCallback(Callback):
         self._last_step_evaluated = step if isinstance(step, int) and not isinstance(step, bool) else -1
         history = state_dict.get("history", [])
         self.history = [dict(h) for h in history if isinstance(h, Mapping)] if isinstance(history, list) else []
+        if self._evaluator is not None:
+            self._evaluator.load_state_dict(state_dict)
 
     @staticmethod
     def _log_epoch_level(pl_module: LightningModule, values: dict[str, Tensor]) -> None:
@@ -367,7 +377,7 @@ class ClipScoreCallback(Callback):
         if rest is None:
             return False
         tag_names = {safe_key(name) for prompt in self.prompt_library for name in prompt.tags}
-        return rest in STAT_NAMES or rest.split("/", 1)[0] in tag_names
+        return rest in STAT_NAMES or rest in DELTA_NAMES or rest.split("/", 1)[0] in tag_names
 
     def _monitors(self, trainer: Trainer) -> list[Callback]:
         return [
@@ -378,6 +388,12 @@ class ClipScoreCallback(Callback):
     def _check_monitors(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refuse schedules where a monitor of our keys would find no value, or a stale one."""
         for monitor in self._monitors(trainer):
+            if monitor.monitor[len(self.prefix):] in DELTA_NAMES:
+                raise MisconfigurationException(
+                    f"{type(monitor).__name__}(monitor={monitor.monitor!r}): {monitor.monitor} is not logged at the "
+                    f"first evaluation (there is nothing to pair it with), so the monitor would find no value. "
+                    f"Monitor {self.prefix}mean."
+                )
             problem = self._schedule_problem(trainer, pl_module, monitor)
             if problem:
                 raise MisconfigurationException(f"{type(monitor).__name__}(monitor={monitor.monitor!r}) {problem}")
@@ -613,191 +629,115 @@ class ClipScoreCallback(Callback):
     @property
     def encoder(self) -> ClipEncoder | None:
         """The CLIP encoder, once loaded."""
-        return self._encoder
+        return None if self._evaluator is None else self._evaluator.encoder
 
     @property
     def resolved_scores_dir(self) -> Path | None:
         """Where this run's score files go (set in ``setup``), or None when none are written."""
         return self._resolved_scores_dir
 
+    @property
+    def evaluator(self) -> PromptEvaluator | None:
+        """The evaluation loop (None when disabled)."""
+        return self._evaluator
+
+    def _require_evaluator(self) -> PromptEvaluator:
+        if self._evaluator is None:
+            raise RuntimeError("ClipScoreCallback(enabled=False) does not evaluate")
+        return self._evaluator
+
     def _load_encoder(self, trainer: Trainer | None = None) -> ClipEncoder:
-        if self._encoder is None:
-            quiet = trainer is not None and not trainer.is_global_zero
-            self._encoder = ClipEncoder.build(
-                self.model_name_or_path, precision=self.precision, attention_policy=self.attention_policy, quiet=quiet
-            )
-        return self._encoder
+        return self._require_evaluator().load_encoder(quiet=trainer is not None and not trainer.is_global_zero)
 
     def _offload(self) -> None:
-        if self._encoder is not None:
-            self._encoder.to("cpu")
+        encoder = None if self._evaluator is None else self._evaluator.encoder
+        if encoder is not None:
+            encoder.to("cpu")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    def _jointly(self, trainer: Trainer, what: str, fn: Callable[[], _T]) -> _T:
+    @staticmethod
+    def _jointly(trainer: Trainer, what: str, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on every rank; if it fails on any, every rank raises (none hangs)."""
-        error: BaseException | None = None
-        result = None
-        try:
-            result = fn()
-        except Exception as err:  # decided jointly below, so no rank is left in a collective
-            error = err
-        flag = torch.tensor(float(error is not None), device=trainer.strategy.root_device)
-        failed = int(float(trainer.strategy.reduce(flag, reduce_op="sum")))
-        if error is not None:
-            raise error
-        if failed:
-            raise RuntimeError(f"ClipScoreCallback: {what} failed on {failed} other rank(s); see their logs")
-        return result  # type: ignore[return-value]
+        return jointly(what, fn, owner="ClipScoreCallback")
 
-    @contextlib.contextmanager
-    def _generation_mode(self, pl_module: LightningModule) -> Iterator[None]:
-        """Eval mode and no_grad, every module's mode and every global RNG restored afterwards."""
-        modes = {module: module.training for module in pl_module.modules()}
-        try:
-            pl_module.eval()
-            with preserved_rng(), torch.no_grad():
-                yield
-        finally:
-            for module, training in modes.items():
-                module.train(training)
-
-    def _library(self, trainer: Trainer) -> list[Prompt]:
-        if trainer.fast_dev_run:  # one batch per rank: checks the wiring, costs seconds
-            return self.prompt_library[: self.batch_size * trainer.world_size]
-        return self.prompt_library
-
-    def _score_shard(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        shard: list[tuple[int, Prompt]],
-        metric: ScoreStatistics,
-        candidates: Candidates | None,
-        progress: bool = True,
-    ) -> None:
-        """Render and score this rank's prompts into ``metric`` (and ``candidates``)."""
+    def _generator(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[list, list], Any]:
+        """``generate(prompts, seeds)`` for the loop: the module's generator, in the trainer's precision context."""
         if self._generate is None:
             self._generate = resolve_generate_fn(pl_module, self.generate_fn)
         if self.attention_policy == "strict":
             check_attention("strict", module=pl_module)
-        encoder = self._load_encoder(trainer).to(pl_module.device)
-        metric.to(pl_module.device)
-        description = f"CLIP scoring ({self.prefix.rstrip('/')})"
-        with self._generation_mode(pl_module), prompt_progress(trainer, len(shard) if progress else 0, description) as advance:
-            if shard:
-                encoder.cache_prompts([prompt.text for _, prompt in shard])
-            for start in range(0, len(shard), self.batch_size):
-                batch = shard[start : start + self.batch_size]
-                ids = [index for index, _ in batch]
-                texts = [prompt.text for _, prompt in batch]
-                with trainer.precision_plugin.forward_context():
-                    # Copies: a generator that edits its arguments cannot change what is scored.
-                    images = self._generate(pl_module, list(texts), [prompt.seed for _, prompt in batch])
-                cosines = encoder.score(images, texts, self.value_range)
-                metric.update(cosines, ids)
-                if candidates is not None:
-                    candidates.add(images, self.value_range, ids, cosines)
-                advance(len(batch))
+        generate_fn = self._generate
+
+        def generate(prompts: list, seeds: list) -> Any:
+            with trainer.precision_plugin.forward_context():
+                return generate_fn(pl_module, prompts, seeds)
+
+        return generate
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
         """Render and score the prompt library now; every rank must call this together.
 
         Returns:
-            The synced ``clip/*`` values (plus per-category means), identical on every rank.
+            The synced ``clip/*`` values (plus per-category means and, from the second
+            evaluation on, ``clip/delta*``), identical on every rank.
         """
-        library = self._library(trainer)
+        evaluator = self._require_evaluator()
+        # fast_dev_run: one batch per rank checks the wiring in seconds; unpaired, nothing written.
+        limit = self.batch_size * trainer.world_size if trainer.fast_dev_run else None
         step = _logging_step(trainer)
-        shard = list(enumerate(library))[trainer.global_rank :: trainer.world_size]
-        metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True)
-        candidates = Candidates(self.num_logged_images) if self.num_logged_images else None
-        rank_zero_info(f"CLIP scoring {len(library)} prompts at step {step} ({self.prefix.rstrip('/')})")
+        rank, world_size = trainer.global_rank, trainer.world_size
+        upper = min(len(self.prompt_library), limit or len(self.prompt_library))
+        how = "" if self.target_ci is None or limit else f" at most, until the interval is <= {self.target_ci:g}"
+        rank_zero_info(f"CLIP scoring {upper} prompts{how} at step {step} ({self.prefix.rstrip('/')})")
         started = time.perf_counter()
-        self._jointly(trainer, "CLIP scoring", lambda: self._score_shard(trainer, pl_module, shard, metric, candidates))
-
-        values = metric.compute()
-        ids, scores = metric.per_sample()
-        values.update(self._tag_means(library, ids, scores))
-        scores_by_id = dict(zip(ids.tolist(), scores.tolist()))
-        best_worst = candidates.gather(trainer, scores_by_id) if candidates is not None else None
-        if trainer.is_global_zero:  # only rank 0 writes it; a local model's weights are hashed once, there
-            subset = f"fast_dev_run{len(library)}" if trainer.fast_dev_run else self._subset
-            # Before offloading: the precision CLIP ran at on this device.
-            self.signature = signature_of(
-                self._load_encoder(trainer), scale=self.scale, library=self._library_name,
-                texts=[p.text for p in library], subset=subset,
+        description = f"CLIP scoring ({self.prefix.rstrip('/')})"
+        stage = trainer.state.fn
+        generate = self._jointly(trainer, "resolving the generator", lambda: self._generator(trainer, pl_module))
+        with prompt_progress(trainer, evaluator.shard_size(rank, world_size, limit), description) as advance:
+            result = evaluator.evaluate(
+                generate, step=step, device=pl_module.device, modules=[pl_module], rank=rank,
+                world_size=world_size, limit=limit, advance=advance,
+                header={"stage": getattr(stage, "value", stage)},  # "fit", not the enum
             )
+        if trainer.is_global_zero:
+            self.signature = result.signature
         if self.offload:
             self._offload()
         self._last_step_evaluated = trainer.global_step
-        summary = {k: float(values[self.prefix + k]) for k in STAT_NAMES}
-        self.history.append({"step": step, **{self.prefix + k: v for k, v in summary.items()}})
+        self.history.append({
+            "step": step,
+            **{self.prefix + k: v for k, v in result.summary.items() if k in STAT_NAMES or k in DELTA_NAMES},
+        })
+        self._jointly(trainer, "reporting the scores", lambda: self._publish(trainer, step, result))
+        rank_zero_info(_result_line(self.prefix, step, result, time.perf_counter() - started))
+        return result.values
 
-        def publish() -> None:  # rank 0 writes; a failure there must not leave the others in the next collective
-            if not trainer.is_global_zero:
-                return
-            records = [
-                ScoreRecord(library[i].id, library[i].text, score, library[i].seed, tags=dict(library[i].tags))
-                for i, score in sorted(scores_by_id.items())
-            ]
-            self._save(trainer, step, records)
-            owner = self._signature_logged_for() if self._signature_logged_for is not None else None
-            if owner is not trainer:  # once per run
-                report_signature(trainer, self.prefix, str(self.signature), step)
-                self._signature_logged_for = weakref.ref(trainer)
-            if self.report_to != "none":
-                report(trainer, self.report_to, self.prefix, step, records, best_worst, [p.text for p in library])
-
-        self._jointly(trainer, "saving and reporting the scores", publish)
-        rank_zero_info(
-            f"CLIP score at step {step}: {self.prefix}mean {summary['mean']:.4f} (min {summary['min']:.4f}, "
-            f"max {summary['max']:.4f}, {int(summary['count'])} prompts, {time.perf_counter() - started:.1f} s)"
-        )
-        return values
-
-    def _save(self, trainer: Trainer, step: int, records: list[ScoreRecord]) -> None:
-        if not self.save_scores or self._resolved_scores_dir is None or trainer.fast_dev_run:
+    def _publish(self, trainer: Trainer, step: int, result: EvaluationResult) -> None:
+        """Rank 0 logs the signature (once per run) and the extras."""
+        if not trainer.is_global_zero:
             return
-        stage = trainer.state.fn
-        header = {
-            "scale": self.scale, "prefix": self.prefix, "stage": getattr(stage, "value", stage),  # "fit", not the enum
-            "signature": None if self.signature is None else self.signature.as_dict(),
-        }
-        for attempt in range(1000):
-            suffix = "" if attempt == 0 else f"-{attempt}"
-            path = self._resolved_scores_dir / f"step-{step:08d}{suffix}.jsonl"
-            try:
-                write_scores(path, records, step=step, header=header, exclusive=True)
-                return
-            except FileExistsError:
-                continue  # another evaluation at this step (validate() twice, test after fit)
-        raise FileExistsError(f"Too many score files for step {step} in {self._resolved_scores_dir}")
+        owner = self._signature_logged_for() if self._signature_logged_for is not None else None
+        if owner is not trainer and self.signature is not None:  # once per run
+            report_signature(trainer, self.prefix, str(self.signature), step)
+            self._signature_logged_for = weakref.ref(trainer)
+        if self.report_to != "none":
+            report(trainer, self.report_to, self.prefix, step, result.records, result.best_worst,
+                   [p.text for p in self.prompt_library])
 
-    def _tag_means(self, library: list[Prompt], ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
-        """``prefix + "<tag>/<value>"``: the mean score of the prompts with each value of each tag."""
-        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for index, score in zip(ids.tolist(), scores.tolist()):
-            for name, value in library[index].tags.items():
-                sums[(name, value)][0] += score
-                sums[(name, value)][1] += 1
-        device = scores.device
-        out: dict[str, Tensor] = {}
-        for (name, value), (total, count) in sorted(sums.items()):
-            key = f"{self.prefix}{safe_key(name)}/{safe_key(value)}"
-            while key in out:  # two values that differ only in characters loggers refuse
-                key += "_"
-            out[key] = torch.tensor(total / count, dtype=torch.float64, device=device)
-        return out
 
-def _library_name(prompts: Any) -> str:
-    """The library's name for the score signature: a bundled name, a file name, or ``custom``."""
-    if prompts is True:
-        return BUILTIN_LIBRARY
-    if isinstance(prompts, str) and prompts in BUILTIN_LIBRARIES:
-        return prompts
-    if isinstance(prompts, (str, os.PathLike)):
-        return Path(prompts).name
-    return "custom"
+def _result_line(prefix: str, step: int, result: EvaluationResult, seconds: float) -> str:
+    s = result.summary
+    line = (
+        f"CLIP score at step {step}: {prefix}mean {s['mean']:.4f} +/- {s['mean_ci']:.4f} (min {s['min']:.4f}, "
+        f"max {s['max']:.4f}, {int(s['count'])} prompts"
+    )
+    if result.rounds > 1:
+        line += f" in {result.rounds} rounds"
+    line += f", {seconds:.1f} s)"
+    if "delta" in s:
+        line += f"; {prefix}delta {s['delta']:+.4f} +/- {s['delta_ci']:.4f} over {int(s['delta_count'])} pairs"
+    return line
 
 
 def _logging_step(trainer: Trainer) -> int:

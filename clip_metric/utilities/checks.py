@@ -76,3 +76,43 @@ def check_callable(name: str, value: Any) -> Any:
     if not callable(value):
         raise _fail(name, "callable", value)
     return value
+
+
+def check_prefix(value: Any) -> str:
+    """A non-empty key prefix such as ``"clip/"``."""
+    prefix = check_str("prefix", value)
+    if not prefix.strip():
+        raise ValueError(f"Expected `prefix` to be a non-empty string such as 'clip/' but got {value!r}")
+    return prefix
+
+
+def check_optional_path(name: str, value: Any) -> Any:
+    """A non-blank ``str`` or ``os.PathLike``, or None."""
+    import os
+
+    if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip()):
+        raise ValueError(f"Expected `{name}` to be a path but got {value!r}")
+    return value
+
+
+def check_model_source(value: Any, encoder_type: type) -> Any:
+    """A hub id, a local directory or an encoder (``encoder_type``)."""
+    import os
+
+    if not isinstance(value, (str, os.PathLike, encoder_type)) or (isinstance(value, str) and not value.strip()):
+        raise ValueError(
+            f"Expected `model_name_or_path` to be a hub id, a local directory or a {encoder_type.__name__} but got "
+            f"{value!r}"
+        )
+    return value
+
+
+def check_optional_positive_number(name: str, value: Any) -> float | None:
+    """A finite number above zero, or None."""
+    import math
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"Expected `{name}` to be a positive number or None but got {value!r}")
+    return float(value)

@@ -11,8 +11,13 @@ DEFAULT_MODEL = "openai/clip-vit-large-patch14-336"
 DEFAULT_PREFIX = "clip/"
 """Prefix of every logged key (``clip/mean``, ``clip/min``, ...)."""
 
-STAT_NAMES = ("mean", "min", "max", "std", "count")
-"""The summary statistics, in the order they are reported."""
+STAT_NAMES = ("mean", "mean_ci", "min", "max", "std", "count")
+"""The summary statistics, in the order they are reported (``mean_ci``: half-width of the 95%
+interval of the mean)."""
+
+DELTA_NAMES = ("delta", "delta_ci", "delta_count")
+"""The change since the previous evaluation, over the prompts both scored (paired), its 95%
+interval's half-width and the number of pairs."""
 
 SCORES_DIRNAME = "clip_scores"
 """Folder of per-prompt score files beside a run's logs."""

@@ -120,7 +120,7 @@ def test_compare_paired_difference_and_plot(tmp_path, capsys):
     _write_run(tmp_path / "same", {10: 0.0, 20: 0.01}, noise_seed=2)
     plot = tmp_path / "plot.png"
     code = main(["compare", str(tmp_path / "base"), str(tmp_path / "better"), str(tmp_path / "same"),
-                 "--plot", str(plot), "--bootstrap", "2000"])
+                 "--plot", str(plot)])
     out = capsys.readouterr().out
     assert code == 0
     better_line = next(line for line in out.splitlines() if line.strip().startswith("better (step 20) - base (step 20)"))

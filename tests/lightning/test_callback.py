@@ -4,10 +4,12 @@ import json
 import math
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from scipy import stats
 
 from clip_metric import ClipEncoder, ClipScoreCallback
 from clip_metric.prompts import load_prompt_library
@@ -163,13 +165,24 @@ def test_checkpoint_holds_no_clip_weights_and_resume_restores_state(tmp_path, ti
     checkpoint = torch.load(path, weights_only=False)
     assert set(checkpoint["state_dict"]) == {"embed.weight", "decoder.weight", "decoder.bias"}
     (state,) = [v for k, v in checkpoint["callbacks"].items() if "ClipScoreCallback" in k]
-    assert set(state) == {"last_step_evaluated", "history"} and len(state["history"]) == 1
+    assert set(state) == {"last_step_evaluated", "history", "previous_scores_file"} and len(state["history"]) == 1
     assert len(json.dumps(state)) < 1000
+    # The previous evaluation is named by its score file, not copied into the checkpoint.
+    before = read_scores(state["previous_scores_file"])
+    assert before.step == 1 and len(before.records) == 3
 
     resumed = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:3], precision="32")
     trainer = _trainer(tmp_path, resumed, max_epochs=2)
     trainer.fit(TinyTextToImage(), ckpt_path=path)
     assert [h["step"] for h in resumed.history] == [1, 3]
+    # The first evaluation after the resume is paired with the one before it, read from its file.
+    after = read_scores(resumed.state_dict()["previous_scores_file"])
+    diffs = np.array([b.score - a.score for a, b in zip(before.records, after.records)])
+    assert [r.key for r in before.records] == [r.key for r in after.records]
+    assert resumed.history[-1]["clip/delta"] == pytest.approx(diffs.mean(), abs=1e-12)
+    assert resumed.history[-1]["clip/delta_count"] == 3
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    assert resumed.history[-1]["clip/delta_ci"] == pytest.approx(half, rel=1e-6)
 
 
 def test_load_state_dict_is_tolerant():

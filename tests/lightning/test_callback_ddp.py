@@ -47,7 +47,7 @@ def test_two_processes_match_one(tmp_path, tiny_clip_dir, n_prompts):
     assert {"clip/mean", "clip/min", "clip/max", "clip/std", "clip/count"} <= set(keys)
     assert single["clip/count"] == double["clip/count"] == n_prompts
     for key in keys:
-        assert double[key] == pytest.approx(single[key], abs=1e-5), key
+        assert double[key] == pytest.approx(single[key], abs=1e-5, nan_ok=True), key
 
     # In the launching process: no history (it lives in the workers), but the callback metrics
     # and rank 0's score file.

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 from clip_metric.functional import (
     SCORE_SCALES,
@@ -19,7 +20,7 @@ from clip_metric.functional import (
     summarize_scores,
 )
 
-KEYS = ("clip/mean", "clip/min", "clip/max", "clip/std", "clip/count")
+KEYS = ("clip/mean", "clip/mean_ci", "clip/min", "clip/max", "clip/std", "clip/count")
 SETTINGS = settings(max_examples=50, deadline=None)
 finite_scores = st.lists(
     st.floats(min_value=-100.0, max_value=100.0, allow_nan=False, allow_infinity=False), min_size=1, max_size=60
@@ -39,6 +40,8 @@ def _numpy_summary(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     return {
         "clip/mean": float(array.mean()),
+        # Student's t interval of the mean: scipy's, from the sample standard deviation.
+        "clip/mean_ci": float(stats.t.ppf(0.975, array.size - 1) * stats.sem(array)) if array.size > 1 else math.nan,
         "clip/min": float(array.min()),
         "clip/max": float(array.max()),
         "clip/std": float(array.std()),  # population std (ddof=0)
@@ -229,7 +232,8 @@ def test_summarize_scores_uses_population_std_and_float64():
 
 def test_summarize_scores_single_sample_and_prefix():
     result = _as_floats(summarize_scores(torch.tensor([0.7]), prefix="val/"))
-    assert set(result) == {"val/mean", "val/min", "val/max", "val/std", "val/count"}
+    assert set(result) == {"val/mean", "val/mean_ci", "val/min", "val/max", "val/std", "val/count"}
+    assert math.isnan(result["val/mean_ci"])  # no spread to estimate from one sample
     assert result["val/std"] == 0.0 and result["val/count"] == 1.0
     assert result["val/mean"] == result["val/min"] == result["val/max"] == pytest.approx(0.7)
 

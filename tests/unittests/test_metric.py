@@ -30,7 +30,7 @@ def test_compute_returns_all_keys_matching_per_sample_scores(metric, encoder, ui
     metric.update(uint8_images, PROMPTS)
     result = _values(metric.compute())
     expected = _values(summarize_scores(encoder.score(uint8_images, PROMPTS)))
-    assert result.keys() == {"clip/mean", "clip/min", "clip/max", "clip/std", "clip/count"}
+    assert result.keys() == {"clip/mean", "clip/mean_ci", "clip/min", "clip/max", "clip/std", "clip/count"}
     for key in result:
         assert result[key] == pytest.approx(expected[key], abs=1e-6)
     assert result["clip/count"] == 6

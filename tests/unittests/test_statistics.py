@@ -92,7 +92,7 @@ def test_scale_is_applied_per_sample(scale, factor):
 def test_prefix_names_every_key():
     metric = ScoreStatistics(prefix="val/clip_")
     metric.update(torch.tensor([0.3]))
-    assert set(metric.compute()) == {f"val/clip_{k}" for k in ("mean", "min", "max", "std", "count")}
+    assert set(metric.compute()) == {f"val/clip_{k}" for k in ("mean", "mean_ci", "min", "max", "std", "count")}
 
 
 def test_compute_without_samples_warns_and_gives_nan():

@@ -1,0 +1,530 @@
+"""``PromptEvaluator``: render a prompt library with the model under training, score it, sync it.
+
+The loop behind :class:`~clip_metric.ClipScoreCallback`, usable without Lightning (a plain or
+accelerate training loop): the library is split across ranks, each prompt is rendered with a
+seed derived from its text, every global RNG and every module's train/eval mode is restored,
+the scores are synced (:class:`~clip_metric.ScoreStatistics`), rank 0 writes a score file with
+its :class:`~clip_metric.signature.ScoreSignature`, and every rank gets the same values.
+
+Beyond the summary statistics, each evaluation after the first is *paired* with the one
+before it: ``clip/delta`` is the mean change over the prompts both scored (same prompt, same
+seed), with the half-width ``clip/delta_ci`` of its 95% interval (:mod:`clip_metric.intervals`).
+With ``target_ci``, the library is rendered in rounds, in the balanced order of
+:func:`~clip_metric.prompts.balanced_order`, and the evaluation stops as soon as the interval
+it targets is narrow enough: every rank takes the same decision from the same synced moments.
+
+Every rank must call :meth:`PromptEvaluator.evaluate` together: it runs collectives. A rank
+whose generator fails makes every rank raise (none is left waiting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from clip_metric.distributed import all_reduce_sum, collective_device, jointly, rank_and_world_size
+from clip_metric.encoder import ClipEncoder
+from clip_metric.functional import check_scale, scale_scores
+from clip_metric.images import check_value_range
+from clip_metric.intervals import half_width
+from clip_metric.prompts import (
+    BUILTIN_LIBRARIES,
+    BUILTIN_LIBRARY,
+    Prompt,
+    PromptSource,
+    balanced_order,
+    load_prompt_library,
+    select_prompts,
+)
+from clip_metric.records import ScoreRecord, read_scores, write_scores
+from clip_metric.samples import BestWorst, Candidates
+from clip_metric.signature import ScoreSignature, signature_of
+from clip_metric.statistics import ScoreStatistics
+from clip_metric.utilities.checks import (
+    check_choice,
+    check_model_source,
+    check_non_negative_int,
+    check_optional_path,
+    check_optional_positive_number,
+    check_positive_int,
+    check_prefix,
+)
+from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX
+from clip_metric.utilities.keys import safe_key
+from clip_metric.utilities.precision import check_precision
+from clip_metric.utilities.rng import preserved_rng
+
+log = logging.getLogger("clip_metric")
+
+GenerateImages = Callable[[list, list], Any]
+"""``generate(prompts, seeds) -> images``: one image per prompt, rendered from ``seeds[i]``."""
+
+TARGETS = ("delta", "mean")
+DEFAULT_MIN_PROMPTS = 64
+"""Prompts every evaluation with ``target_ci`` scores before it may stop: enough for the spread
+behind the interval to be estimated (31 more degrees of freedom than the first check would have
+at 32), few enough that a paired evaluation can stop early."""
+DEFAULT_ROUND_SIZE = 32
+"""Prompts added per round of an evaluation with ``target_ci``, over all ranks together."""
+
+
+@dataclass
+class EvaluationResult:
+    """What one evaluation produced; identical on every rank except ``signature`` and ``path``.
+
+    Attributes:
+        step: the step given to :meth:`PromptEvaluator.evaluate`.
+        values: ``prefix + "mean"|"mean_ci"|"min"|"max"|"std"|"count"``, per-tag means, and, from
+            the second evaluation on, ``prefix + "delta"|"delta_ci"|"delta_count"`` (0-dim float64
+            tensors, synced).
+        records: every prompt scored, on every rank, in library order.
+        rounds: rounds rendered (1 without ``target_ci``).
+        stopped_early: whether ``target_ci`` was reached before the library was used up.
+        signature: the score signature (rank 0 only; None elsewhere).
+        path: the score file written (rank 0 only, when a ``scores_dir`` is set).
+        best_worst: thumbnails of the best and worst samples, with ``num_logged_images``.
+    """
+
+    step: int
+    values: dict[str, Tensor]
+    records: list[ScoreRecord]
+    rounds: int = 1
+    stopped_early: bool = False
+    signature: ScoreSignature | None = None
+    path: Path | None = None
+    best_worst: BestWorst | None = None
+    summary: dict[str, float] = field(default_factory=dict)
+
+
+class PromptEvaluator:
+    r"""Score the model under training on a prompt library, on every rank, with paired deltas.
+
+    Args:
+        model_name_or_path: CLIP model: hub id, local directory or a :class:`~clip_metric.ClipEncoder`
+            (loaded once, on first use or with :meth:`load_encoder`).
+        prompts: the library (see :func:`~clip_metric.prompts.load_prompt_library`).
+        max_prompts: score a deterministic, balanced subset of at most this many prompts.
+        batch_size: prompts per ``generate`` call on each rank.
+        value_range: ``(low, high)`` of float images from ``generate``.
+        scale: ``"cosine"``, ``"torchmetrics"`` or ``"clipscore"``.
+        prefix: key prefix (default ``"clip/"``).
+        precision: CLIP precision, for a hub id or directory (see :class:`~clip_metric.ClipScore`).
+        attention_policy: see :mod:`clip_metric.attention`, for a hub id or directory.
+        target_ci: stop as soon as the 95% interval of the target has a half-width of at most this
+            (in units of ``scale``); None renders the whole library every time.
+        target: ``"delta"`` (default): the change since the previous evaluation; the first
+            evaluation, which has none, targets the mean. Where the previous evaluation's prompts
+            are all re-scored before the delta is narrow enough, the evaluation goes on until the
+            mean is (so the next evaluation has pairs). ``"mean"``: ``clip/mean_ci``.
+        min_prompts: prompts scored before the first check (default 64).
+        round_size: prompts added per round, over all ranks (default 32). It does not depend on
+            the world size, so 1 and N processes stop at the same point.
+        num_logged_images: keep thumbnails of this many best and worst samples.
+        scores_dir: where rank 0 writes ``step-XXXXXXXX.jsonl`` score files (None: none).
+        library_name: the library's name in the signature (default: from ``prompts``).
+
+    Raises:
+        ValueError: for invalid arguments (each names the value).
+
+    Example:
+        >>> import torch
+        >>> from clip_metric.evaluation import PromptEvaluator
+        >>> from clip_metric.demos.tiny_clip import embedded_model_path
+        >>> evaluator = PromptEvaluator(
+        ...     embedded_model_path(), prompts=["a red square", "a blue circle"], batch_size=2, precision="32"
+        ... )
+        >>> def generate(prompts, seeds):
+        ...     gen = torch.Generator().manual_seed(seeds[0])
+        ...     return torch.rand(len(prompts), 3, 32, 32, generator=gen)
+        >>> first = evaluator.evaluate(generate, step=1)
+        >>> int(first.values["clip/count"]), "clip/delta" in first.values
+        (2, False)
+        >>> second = evaluator.evaluate(generate, step=2)
+        >>> float(second.values["clip/delta"]), int(second.values["clip/delta_count"])
+        (0.0, 2)
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike | ClipEncoder = DEFAULT_MODEL,
+        *,
+        prompts: PromptSource = True,
+        max_prompts: int | None = None,
+        batch_size: int = 8,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        scale: str = "cosine",
+        prefix: str = DEFAULT_PREFIX,
+        precision: str | int = "auto",
+        attention_policy: str = "restore",
+        target_ci: float | None = None,
+        target: Literal["delta", "mean"] = "delta",
+        min_prompts: int = DEFAULT_MIN_PROMPTS,
+        round_size: int = DEFAULT_ROUND_SIZE,
+        num_logged_images: int = 0,
+        scores_dir: str | os.PathLike | None = None,
+        library_name: str | None = None,
+    ) -> None:
+        from clip_metric.attention import ATTENTION_POLICIES
+
+        self.model_name_or_path = check_model_source(model_name_or_path, ClipEncoder)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.value_range = check_value_range(value_range)
+        self.scale = check_scale(scale)
+        self.prefix = check_prefix(prefix)
+        self.precision = check_precision(precision)
+        self.attention_policy = check_choice("attention_policy", attention_policy, ATTENTION_POLICIES)
+        self.target_ci = check_optional_positive_number("target_ci", target_ci)
+        self.target = check_choice("target", target, TARGETS)
+        self.min_prompts = check_positive_int("min_prompts", min_prompts)
+        if self.min_prompts < 2:
+            raise ValueError(f"Expected `min_prompts` of at least 2 (an interval needs a spread) but got {min_prompts}")
+        self.round_size = check_positive_int("round_size", round_size)
+        self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
+        check_optional_path("scores_dir", scores_dir)
+        self.scores_dir = None if scores_dir is None else Path(scores_dir).expanduser()
+        if prompts is None or prompts is False:
+            raise ValueError(
+                f"Expected `prompts` to be a library (True, 'default', 'parti', 'geneval', a path, a list or a dict) "
+                f"but got {prompts!r}"
+            )
+        full = load_prompt_library(prompts)
+        self.library: list[Prompt] = select_prompts(full, max_prompts)
+        self.library_size = len(full)
+        self.library_name = library_name if library_name is not None else _library_name(prompts)
+        self.subset = "all" if len(self.library) == len(full) else f"max{max_prompts}"
+        # Who failed, in the error other ranks raise when one rank's rendering fails.
+        self.owner = type(self).__name__
+        self._encoder: ClipEncoder | None = model_name_or_path if isinstance(model_name_or_path, ClipEncoder) else None
+        # Evaluation order: library order, or with target_ci the balanced order whose prefixes are
+        # balanced subsets. Position p goes to rank p % world_size, whatever the stopping point.
+        index_of = {id(prompt): i for i, prompt in enumerate(self.library)}
+        self._order = (
+            [index_of[id(p)] for p in balanced_order(self.library)] if self.target_ci is not None
+            else list(range(len(self.library)))
+        )
+        self._position = {index: position for position, index in enumerate(self._order)}
+        self._keys = {(p.id, p.text, p.seed): i for i, p in enumerate(self.library)}
+        # The previous evaluation: this rank's scores by library index, how many prompts it
+        # scored over all ranks, and the score file it was written to (for resuming).
+        self._previous: dict[int, float] | None = None
+        self._previous_count = 0
+        self._previous_file: str | None = None
+        self._pending_file: str | None = None
+
+    # ------------------------------------------------------------------ model and state
+    @property
+    def encoder(self) -> ClipEncoder | None:
+        """The CLIP encoder, once loaded."""
+        return self._encoder
+
+    def load_encoder(self, quiet: bool = False) -> ClipEncoder:
+        """Load the CLIP model (once); ``quiet`` hides transformers' loading output (other ranks)."""
+        if self._encoder is None:
+            self._encoder = ClipEncoder.build(
+                self.model_name_or_path, precision=self.precision, attention_policy=self.attention_policy, quiet=quiet
+            )
+        return self._encoder
+
+    @property
+    def has_previous(self) -> bool:
+        """Whether the next evaluation will be paired with a previous one (in memory or from a file)."""
+        return self._previous is not None or self._pending_file is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the last evaluation's scores were written: enough to pair with it after a resume."""
+        return {"previous_scores_file": self._previous_file}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Pair the next evaluation with the score file named in ``state_dict`` (read then, on every rank)."""
+        path = state_dict.get("previous_scores_file") if isinstance(state_dict, Mapping) else None
+        self._pending_file = path if isinstance(path, str) and path else None
+        self._previous_file = self._pending_file
+        if self._pending_file is not None:
+            self._previous, self._previous_count = None, 0
+
+    def forget_previous(self) -> None:
+        """Make the next evaluation unpaired (as the first one)."""
+        self._previous, self._previous_count, self._previous_file, self._pending_file = None, 0, None, None
+
+    # ------------------------------------------------------------------ evaluation
+    def rounds(self, limit: int | None = None) -> list[int]:
+        """Prompts scored after each round (over all ranks): ``[n]`` without ``target_ci``."""
+        n = len(self.library) if limit is None else min(limit, len(self.library))
+        if self.target_ci is None or limit is not None or n <= self.min_prompts:
+            return [n] if n else []
+        return [*range(self.min_prompts, n, self.round_size), n]
+
+    def shard_size(self, rank: int, world_size: int, limit: int | None = None) -> int:
+        """How many prompts ``rank`` renders at most (the whole library, or ``limit``)."""
+        n = len(self.library) if limit is None else min(limit, len(self.library))
+        return len(range(rank, n, world_size))
+
+    def evaluate(
+        self,
+        generate: GenerateImages,
+        *,
+        step: int = 0,
+        device: torch.device | str | None = None,
+        modules: Sequence[nn.Module] = (),
+        rank: int | None = None,
+        world_size: int | None = None,
+        limit: int | None = None,
+        advance: Callable[[int], None] | None = None,
+        header: Mapping[str, Any] | None = None,
+        save: bool = True,
+    ) -> EvaluationResult:
+        """Render, score and sync; every rank must call this together.
+
+        Args:
+            generate: ``generate(prompts, seeds) -> images`` for this rank's prompts.
+            step: the training step (score file name and header).
+            device: where CLIP scores (default: where the encoder is).
+            modules: put in eval mode while rendering, each sub-module's mode restored after.
+            rank, world_size: default from ``torch.distributed`` (``0, 1`` without it).
+            limit: score only the first ``limit`` prompts, in one round, unpaired (a quick check).
+            advance: called with the number of prompts this rank just rendered (a progress bar).
+            header: extra fields for the score file's header.
+            save: write the score file (with a ``scores_dir``); ``False`` for a check.
+
+        Raises:
+            RuntimeError: on every rank, if rendering or scoring fails on another rank.
+        """
+        if rank is None or world_size is None:
+            rank, world_size = rank_and_world_size()
+        encoder = self.load_encoder(quiet=rank != 0)
+        if device is not None:
+            encoder.to(device)
+        device = encoder.device
+        paired = limit is None
+        previous = self._load_previous(rank, world_size) if paired else None
+        metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True).to(device)
+        candidates = Candidates(self.num_logged_images) if self.num_logged_images else None
+        pair_moments = torch.zeros(3, dtype=torch.float64)
+        bounds = self.rounds(limit)
+        target = "mean" if previous is None else self.target
+        done, rounds, stopped_early = 0, 0, False
+        with _generation_mode(modules):
+            for bound in bounds:
+                positions = range(done + (rank - done) % world_size, bound, world_size)
+                shard = [self._order[p] for p in positions]
+                jointly(
+                    "CLIP scoring",
+                    lambda: self._score(generate, encoder, shard, metric, candidates, previous, pair_moments, advance),
+                    owner=self.owner,
+                )
+                done, rounds = bound, rounds + 1
+                if self.target_ci is None or bound == bounds[-1]:
+                    continue
+                if self._reached(metric, pair_moments, target):
+                    stopped_early = True
+                    break
+
+        values = metric.compute()
+        ids, scores = metric.per_sample()
+        values.update(self._tag_means(ids, scores))
+        if previous is not None:
+            total, total_sq, count = all_reduce_sum(pair_moments).tolist()
+            if count == 0:
+                log.warning(
+                    "%s: no prompt of this evaluation was scored by the previous one; no %sdelta", self.prefix, self.prefix
+                )
+            else:
+                values[self.prefix + "delta"] = torch.tensor(total / count, dtype=torch.float64, device=device)
+                values[self.prefix + "delta_ci"] = torch.tensor(
+                    half_width(total, total_sq, int(count)), dtype=torch.float64, device=device
+                )
+                values[self.prefix + "delta_count"] = torch.tensor(count, dtype=torch.float64, device=device)
+        scores_by_index = dict(zip(ids.tolist(), scores.tolist()))
+        best_worst = candidates.gather(scores_by_index, collective_device()) if candidates is not None else None
+        records = [
+            ScoreRecord(self.library[i].id, self.library[i].text, score, self.library[i].seed,
+                        tags=dict(self.library[i].tags))
+            for i, score in sorted(scores_by_index.items())
+        ]
+        result = EvaluationResult(step, values, records, rounds, stopped_early, best_worst=best_worst)
+        result.summary = {k[len(self.prefix):]: float(v) for k, v in values.items()}
+        if rank == 0:  # a local model's weights are hashed once, where the file is written
+            result.signature = self.signature(limit)
+        if save and limit is None:
+            result.path = jointly("saving the scores", lambda: self._save(result, rank, header), owner=self.owner)
+        if paired:  # the next evaluation pairs with this one
+            self._previous = {i: s for i, s in scores_by_index.items() if self._position[i] % world_size == rank}
+            self._previous_count = len(scores_by_index)
+            self._previous_file = None if result.path is None else str(result.path)
+            self._pending_file = None
+        return result
+
+    def check(self, generate: GenerateImages, *, device: torch.device | str | None = None,
+              modules: Sequence[nn.Module] = (), prompts: int = 2, what: str = "the generate-and-score check") -> None:
+        """Render and score the first ``prompts`` prompts on every rank; nothing is kept or written.
+
+        A broken generator (wrong count, wrong shape, wrong range) fails here, in seconds.
+        """
+        encoder = self.load_encoder(quiet=rank_and_world_size()[0] != 0)
+        if device is not None:
+            encoder.to(device)
+        metric = ScoreStatistics(scale=self.scale).to(encoder.device)
+        indices = list(range(min(prompts, len(self.library))))
+        with _generation_mode(modules):
+            jointly(
+                what,
+                lambda: self._score(generate, encoder, indices, metric, None, None, torch.zeros(3, dtype=torch.float64)),
+                owner=self.owner,
+            )
+
+    def signature(self, limit: int | None = None) -> ScoreSignature:
+        """The signature of this evaluator's scores (of a ``limit``-ed check, with ``limit``)."""
+        subset = self.subset
+        texts = [p.text for p in self.library]
+        if limit is not None:
+            texts, subset = texts[: min(limit, len(texts))], f"first{min(limit, len(texts))}"
+        elif self.target_ci is not None:
+            # The rule, not the stopping point: evaluations that stop at different points share it.
+            subset += (
+                f",balanced-prefix:{self.target}-ci<={self.target_ci:g}"
+                f"(min{self.min_prompts},round{self.round_size})"
+            )
+        return signature_of(
+            self.load_encoder(), scale=self.scale, library=self.library_name, texts=texts, subset=subset
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _score(
+        self,
+        generate: GenerateImages,
+        encoder: ClipEncoder,
+        shard: list[int],
+        metric: ScoreStatistics,
+        candidates: Candidates | None,
+        previous: dict[int, float] | None,
+        pair_moments: Tensor,
+        advance: Callable[[int], None] | None = None,
+    ) -> None:
+        if shard:
+            encoder.cache_prompts([self.library[i].text for i in shard])
+        for start in range(0, len(shard), self.batch_size):
+            ids = shard[start : start + self.batch_size]
+            texts = [self.library[i].text for i in ids]
+            # Copies: a generator that edits its arguments cannot change what is scored.
+            images = generate(list(texts), [self.library[i].seed for i in ids])
+            cosines = encoder.score(images, texts, self.value_range)
+            metric.update(cosines, ids)
+            if previous is not None:
+                values = scale_scores(cosines.detach().double().cpu(), self.scale).tolist()
+                for index, value in zip(ids, values):
+                    if index in previous:
+                        d = value - previous[index]
+                        pair_moments += torch.tensor([d, d * d, 1.0], dtype=torch.float64)
+            if candidates is not None:
+                candidates.add(images, self.value_range, ids, cosines)
+            if advance is not None:
+                advance(len(ids))
+
+    def _reached(self, metric: ScoreStatistics, pair_moments: Tensor, target: str) -> bool:
+        """Whether the synced interval of ``target`` is at most ``target_ci`` (the same answer on every rank)."""
+        local = torch.cat([
+            torch.stack([metric.total.cpu(), metric.total_sq.cpu(), metric.count.cpu().double()]), pair_moments
+        ])
+        total, total_sq, count, p_total, p_total_sq, p_count = all_reduce_sum(local).tolist()
+        if target == "delta":
+            if half_width(p_total, p_total_sq, int(p_count)) <= self.target_ci:
+                return True
+            if p_count < self._previous_count:
+                return False  # more pairs to come
+        return half_width(total, total_sq, int(count)) <= self.target_ci
+
+    def _load_previous(self, rank: int, world_size: int) -> dict[int, float] | None:
+        """This rank's previous scores by library index: from memory, or from the score file after a resume."""
+        if self._pending_file is None:
+            return self._previous
+        path, self._pending_file = self._pending_file, None
+
+        def read() -> tuple[dict[int, float], int]:
+            scores = read_scores(path)
+            scale = scores.header.get("scale", "cosine")
+            if scale != self.scale:
+                raise ValueError(f"{path} holds scores on scale {scale!r}, not {self.scale!r}")
+            matched = {self._keys[r.key]: r.score for r in scores.records if r.key in self._keys}
+            return matched, len(matched)
+
+        try:
+            matched, count = jointly("reading the previous evaluation's score file", read, owner=self.owner)
+        except (OSError, ValueError, RuntimeError) as err:
+            if rank == 0:
+                log.warning("%s: cannot pair with the evaluation before the resume (%s); this one is unpaired",
+                            self.prefix, err)
+            self._previous, self._previous_count, self._previous_file = None, 0, None
+            return None
+        self._previous = {i: s for i, s in matched.items() if self._position[i] % world_size == rank}
+        self._previous_count = count
+        return self._previous
+
+    def _save(self, result: EvaluationResult, rank: int, header: Mapping[str, Any] | None) -> Path | None:
+        if rank != 0 or self.scores_dir is None:
+            return None
+        full_header = {
+            "scale": self.scale, "prefix": self.prefix, **(header or {}),
+            "signature": None if result.signature is None else result.signature.as_dict(),
+        }
+        if self.target_ci is not None:
+            full_header["adaptive"] = {
+                "target": self.target, "target_ci": self.target_ci, "min_prompts": self.min_prompts,
+                "round_size": self.round_size, "rounds": result.rounds, "stopped_early": result.stopped_early,
+            }
+        for attempt in range(1000):
+            suffix = "" if attempt == 0 else f"-{attempt}"
+            path = self.scores_dir / f"step-{result.step:08d}{suffix}.jsonl"
+            try:
+                return write_scores(path, result.records, step=result.step, header=full_header, exclusive=True)
+            except FileExistsError:
+                continue  # another evaluation at this step (validate() twice, test after fit)
+        raise FileExistsError(f"Too many score files for step {result.step} in {self.scores_dir}")
+
+    def _tag_means(self, ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
+        """``prefix + "<tag>/<value>"``: the mean score of the prompts with each value of each tag."""
+        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for index, score in zip(ids.tolist(), scores.tolist()):
+            for name, value in self.library[index].tags.items():
+                sums[(name, value)][0] += score
+                sums[(name, value)][1] += 1
+        out: dict[str, Tensor] = {}
+        for (name, value), (total, count) in sorted(sums.items()):
+            key = f"{self.prefix}{safe_key(name)}/{safe_key(value)}"
+            while key in out:  # two values that differ only in characters loggers refuse
+                key += "_"
+            out[key] = torch.tensor(total / count, dtype=torch.float64, device=scores.device)
+        return out
+
+
+@contextlib.contextmanager
+def _generation_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode and no_grad; every sub-module's mode and every global RNG restored afterwards."""
+    modes = {module: module.training for root in modules for module in root.modules()}
+    try:
+        for root in modules:
+            root.eval()
+        with preserved_rng(), torch.no_grad():
+            yield
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
+def _library_name(prompts: Any) -> str:
+    """The library's name for the score signature: a bundled name, a file name, or ``custom``."""
+    if prompts is True:
+        return BUILTIN_LIBRARY
+    if isinstance(prompts, str) and prompts in BUILTIN_LIBRARIES:
+        return prompts
+    if isinstance(prompts, (str, os.PathLike)):
+        return Path(prompts).name
+    return "custom"

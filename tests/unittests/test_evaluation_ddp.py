@@ -1,0 +1,118 @@
+"""``PromptEvaluator`` on two CPU processes (gloo): the same stopping point, deltas and files as one."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from clip_metric.evaluation import PromptEvaluator
+from _helpers.checkpoints import PROMPTS, checkpoint
+
+# 197 prompts: the last round holds 5, an odd count, so one rank renders fewer than the other.
+LIBRARY = PROMPTS[:197]
+
+
+def _evaluator(model_dir: str, scores_dir: str | None = None, **kwargs) -> PromptEvaluator:
+    return PromptEvaluator(model_dir, prompts=LIBRARY, precision="32", batch_size=8, scores_dir=scores_dir, **kwargs)
+
+
+def _run(model_dir: str, scores_dir: str | None, state: dict | None = None) -> list[dict]:
+    """Three evaluations with adaptive stopping; a resumed run first reads ``state``."""
+    evaluator = _evaluator(model_dir, scores_dir, target_ci=0.02)
+    if state is not None:
+        evaluator.load_state_dict(state)
+    out = []
+    for k in (0, 1, 2) if state is None else (1,):
+        result = evaluator.evaluate(checkpoint(k), step=k)
+        out.append({"values": {k: float(v) for k, v in result.values.items()}, "rounds": result.rounds,
+                    "ids": [r.prompt_id for r in result.records], "state": evaluator.state_dict()})
+    return out
+
+
+def _init(rank: int, init_file: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+
+
+def _worker(rank: int, init_file: str, model_dir: str, out_dir: str, state: dict | None) -> None:
+    _init(rank, init_file)
+    try:
+        scores_dir = str(Path(out_dir) / "scores")
+        torch.save(_run(model_dir, scores_dir, state), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _failing_worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    _init(rank, init_file)
+    try:
+        evaluator = _evaluator(model_dir, target_ci=0.02)
+        healthy = checkpoint(0)
+
+        def generate(prompts, seeds):
+            if rank == 1 and "green" in prompts[0]:
+                raise RuntimeError("rank 1 ran out of memory")
+            return healthy(prompts, seeds)
+
+        try:
+            evaluator.evaluate(generate)
+        except RuntimeError as err:
+            Path(out_dir, f"rank{rank}.txt").write_text(str(err))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(fn, args, timeout: float = 240.0) -> None:
+    """Start two processes and fail (not hang) if they do not finish in ``timeout`` seconds."""
+    context = mp.spawn(fn, args=args, nprocs=2, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the two processes did not finish in {timeout:.0f} s (a rank is waiting in a collective)")
+
+
+@pytest.mark.slow
+def test_two_processes_stop_where_one_does_with_the_same_deltas(tiny_clip_dir, tmp_path):
+    single = _run(str(tiny_clip_dir), str(tmp_path / "single"))
+    _spawn(_worker, (str(tmp_path / "init"), str(tiny_clip_dir), str(tmp_path), None))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    # Several rounds, and stops before the library is used up: the rule is exercised.
+    assert any(e["rounds"] > 1 for e in single) and any(e["values"]["clip/count"] < len(LIBRARY) for e in single)
+    for results in ranks:
+        for one, two in zip(single, results, strict=True):
+            assert two["rounds"] == one["rounds"] and two["ids"] == one["ids"]
+            assert two["values"].keys() == one["values"].keys()
+            for key, value in one["values"].items():
+                assert two["values"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key  # other batches: float32 rounding
+    assert "clip/delta" in single[1]["values"] and "clip/delta" in single[2]["values"]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_another_world_size_pairs_by_prompt_id(tiny_clip_dir, tmp_path):
+    # Evaluated on one process; resumed on two from the score file named in the state.
+    first = _evaluator(str(tiny_clip_dir), str(tmp_path / "before"), target_ci=0.02)
+    first.evaluate(checkpoint(0), step=0)
+    state = first.state_dict()
+    expected = first.evaluate(checkpoint(1), step=1)  # the one-process answer to the next evaluation
+    _spawn(_worker, (str(tmp_path / "init"), str(tiny_clip_dir), str(tmp_path), state))
+    for rank in range(2):
+        (resumed,) = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        for key in ("clip/delta", "clip/delta_ci", "clip/delta_count", "clip/count", "clip/mean"):
+            assert resumed["values"][key] == pytest.approx(float(expected.values[key]), abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_a_failure_on_one_rank_raises_on_both_without_a_hang(tiny_clip_dir, tmp_path):
+    _spawn(_failing_worker, (str(tmp_path / "init"), str(tiny_clip_dir), str(tmp_path)))
+    assert Path(tmp_path, "rank1.txt").read_text() == "rank 1 ran out of memory"
+    assert Path(tmp_path, "rank0.txt").read_text() == (
+        "PromptEvaluator: CLIP scoring failed on 1 other rank(s); see their logs"
+    )
