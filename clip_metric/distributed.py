@@ -5,12 +5,17 @@ one code path serves them all; without one (a single process), every collective 
 identity. Collective tensors live where the backend wants them: the current CUDA device under
 NCCL, the CPU otherwise.
 
-Every function here is a collective: all ranks must call it, in the same order.
+Every function here is a collective: all ranks must call it, in the same order. Inside
+:func:`local_only` they all act as on a single process (no collective at all): for work one
+process does alone, such as an evaluation under ``if accelerator.is_main_process:``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -19,9 +24,53 @@ from torch import Tensor
 _T = TypeVar("_T")
 
 
+_LOCAL = contextvars.ContextVar("clip_metric_local_only", default=False)
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within this block, every collective here is the identity: this process works alone."""
+    token = _LOCAL.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL.reset(token)
+
+
 def is_distributed() -> bool:
-    """Whether a default process group is initialized (more than one process may take part)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+    """Whether collectives go through a process group (initialized, and not inside :func:`local_only`)."""
+    return not _LOCAL.get() and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def wait_for_all_ranks(key: str, timeout: float, what: str) -> None:
+    """Return once every rank has reached this call with the same ``key``; raise after ``timeout`` seconds.
+
+    Run before the first collective of work every rank must join, it turns a rank that never
+    comes (the work was started under ``if rank == 0:``) into an error naming the fix, where a
+    collective would wait for it forever. It counts arrivals in the process group's key-value
+    store, which every backend has; ``key`` must be new for each such meeting.
+
+    Raises:
+        RuntimeError: if not every rank arrives within ``timeout`` seconds.
+    """
+    if not is_distributed():
+        return
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    store = _get_default_store()
+    world_size = torch.distributed.get_world_size()
+    store_key = f"clip_metric/{key}"
+    arrived = store.add(store_key, 1)
+    deadline = time.monotonic() + timeout
+    while arrived < world_size:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{what} was called on rank {torch.distributed.get_rank()}, but only {arrived} of {world_size} ranks "
+                f"called it within {timeout:g} s. Every rank must call it (not only the main process: take it out "
+                "of `if accelerator.is_main_process:`), or evaluate on one process alone with local=True."
+            )
+        time.sleep(0.02)
+        arrived = store.add(store_key, 0)
 
 
 def rank_and_world_size() -> tuple[int, int]:

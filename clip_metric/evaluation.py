@@ -20,6 +20,7 @@ whose generator fails makes every rank raise (none is left waiting).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections import defaultdict
@@ -31,7 +32,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from clip_metric.distributed import all_reduce_sum, collective_device, jointly, rank_and_world_size
+from clip_metric.distributed import (
+    all_reduce_sum,
+    collective_device,
+    jointly,
+    local_only,
+    rank_and_world_size,
+    wait_for_all_ranks,
+)
 from clip_metric.encoder import ClipEncoder
 from clip_metric.functional import check_scale, scale_scores
 from clip_metric.images import check_value_range
@@ -75,6 +83,12 @@ behind the interval to be estimated (31 more degrees of freedom than the first c
 at 32), few enough that a paired evaluation can stop early."""
 DEFAULT_ROUND_SIZE = 32
 """Prompts added per round of an evaluation with ``target_ci``, over all ranks together."""
+DEFAULT_JOIN_TIMEOUT = 600.0
+"""Seconds an evaluation waits for every rank to call it before it raises (instead of hanging)."""
+
+# Tells the evaluators of one process apart in the process group's store; every rank builds
+# its evaluators in the same order (or receives them pickled, numbered).
+_INSTANCES = itertools.count()
 
 
 @dataclass
@@ -131,6 +145,9 @@ class PromptEvaluator:
         num_logged_images: keep thumbnails of this many best and worst samples.
         scores_dir: where rank 0 writes ``step-XXXXXXXX.jsonl`` score files (None: none).
         library_name: the library's name in the signature (default: from ``prompts``).
+        join_timeout: seconds :meth:`evaluate` waits for every rank of the process group to call
+            it; a rank that never comes (an evaluation under ``if accelerator.is_main_process:``)
+            makes it raise a ``RuntimeError`` saying so, where a collective would hang.
 
     Raises:
         ValueError: for invalid arguments (each names the value).
@@ -172,6 +189,7 @@ class PromptEvaluator:
         num_logged_images: int = 0,
         scores_dir: str | os.PathLike | None = None,
         library_name: str | None = None,
+        join_timeout: float = DEFAULT_JOIN_TIMEOUT,
     ) -> None:
         from clip_metric.attention import ATTENTION_POLICIES
 
@@ -189,6 +207,9 @@ class PromptEvaluator:
             raise ValueError(f"Expected `min_prompts` of at least 2 (an interval needs a spread) but got {min_prompts}")
         self.round_size = check_positive_int("round_size", round_size)
         self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
+        self.join_timeout = check_optional_positive_number("join_timeout", join_timeout)
+        if self.join_timeout is None:
+            raise ValueError(f"Expected `join_timeout` to be a positive number of seconds but got {join_timeout!r}")
         check_optional_path("scores_dir", scores_dir)
         self.scores_dir = None if scores_dir is None else Path(scores_dir).expanduser()
         if prompts is None or prompts is False:
@@ -203,6 +224,8 @@ class PromptEvaluator:
         self.subset = "all" if len(self.library) == len(full) else f"max{max_prompts}"
         # Who failed, in the error other ranks raise when one rank's rendering fails.
         self.owner = type(self).__name__
+        self._instance = next(_INSTANCES)
+        self._meetings = 0
         self._encoder: ClipEncoder | None = model_name_or_path if isinstance(model_name_or_path, ClipEncoder) else None
         # Evaluation order: library order, or with target_ci the balanced order whose prefixes are
         # balanced subsets. Position p goes to rank p % world_size, whatever the stopping point.
@@ -219,6 +242,37 @@ class PromptEvaluator:
         self._previous_count = 0
         self._previous_file: str | None = None
         self._pending_file: str | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: str | os.PathLike | Mapping[str, Any], **overrides: Any
+    ) -> PromptEvaluator | None:
+        """Build from a training ``config.json`` (path or dict), as ``ClipScoreCallback.from_config`` does.
+
+        The keys are SimpleTuner's (see :mod:`clip_metric.config`): ``evaluation_type``,
+        ``pretrained_evaluation_model_name_or_path``, ``validation_prompt_library``,
+        ``user_prompt_library`` (``report_to`` is for the script's own trackers). ``overrides``
+        are passed to the constructor.
+
+        Returns:
+            The evaluator, or None when ``evaluation_type`` is ``"none"`` (or null).
+
+        Raises:
+            ValueError: for unknown values of these keys, naming the key and value.
+            FileNotFoundError: if the config file does not exist.
+
+        Example:
+            >>> from clip_metric.demos.tiny_clip import embedded_model_path
+            >>> config = {"--evaluation_type": "clip", "pretrained_evaluation_model_name_or_path": embedded_model_path()}
+            >>> len(PromptEvaluator.from_config(config, max_prompts=16).library)
+            16
+            >>> PromptEvaluator.from_config({"evaluation_type": "none"}) is None
+            True
+        """
+        from clip_metric.config import evaluator_kwargs
+
+        kwargs = evaluator_kwargs(config)
+        return None if kwargs is None else cls(**{**kwargs, **overrides})
 
     # ------------------------------------------------------------------ model and state
     @property
@@ -281,8 +335,9 @@ class PromptEvaluator:
         advance: Callable[[int], None] | None = None,
         header: Mapping[str, Any] | None = None,
         save: bool = True,
+        local: bool = False,
     ) -> EvaluationResult:
-        """Render, score and sync; every rank must call this together.
+        """Render, score and sync; every rank must call this together (or pass ``local=True``).
 
         Args:
             generate: ``generate(prompts, seeds) -> images`` for this rank's prompts.
@@ -294,19 +349,49 @@ class PromptEvaluator:
             advance: called with the number of prompts this rank just rendered (a progress bar).
             header: extra fields for the score file's header.
             save: write the score file (with a ``scores_dir``); ``False`` for a check.
+            local: this process renders and scores the whole library alone, with no collective
+                (and writes the score file): for an evaluation under
+                ``if accelerator.is_main_process:``. Do not mix with evaluations every rank joins.
 
         Raises:
-            RuntimeError: on every rank, if rendering or scoring fails on another rank.
+            RuntimeError: on every rank, if rendering or scoring fails on another rank; if not
+                every rank calls it within ``join_timeout`` seconds (and ``local`` is False).
         """
+        if local:
+            with local_only():
+                return self._evaluate(generate, step, device, modules, 0, 1, limit, advance, header, save, local)
         if rank is None or world_size is None:
             rank, world_size = rank_and_world_size()
+        self._join("evaluate()")
+        return self._evaluate(generate, step, device, modules, rank, world_size, limit, advance, header, save, local)
+
+    def _join(self, what: str) -> None:
+        self._meetings += 1
+        key = f"{self.owner}/{self.prefix}/{self._instance}/{self._meetings}"
+        wait_for_all_ranks(key, self.join_timeout, f"{self.owner}.{what}")
+
+    def _evaluate(
+        self,
+        generate: GenerateImages,
+        step: int,
+        device: torch.device | str | None,
+        modules: Sequence[nn.Module],
+        rank: int,
+        world_size: int,
+        limit: int | None,
+        advance: Callable[[int], None] | None,
+        header: Mapping[str, Any] | None,
+        save: bool,
+        local: bool,
+    ) -> EvaluationResult:
         encoder = self.load_encoder(quiet=rank != 0)
         if device is not None:
             encoder.to(device)
         device = encoder.device
         paired = limit is None
         previous = self._load_previous(rank, world_size) if paired else None
-        metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True).to(device)
+        metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True, sync_on_compute=not local)
+        metric.to(device)
         candidates = Candidates(self.num_logged_images) if self.num_logged_images else None
         pair_moments = torch.zeros(3, dtype=torch.float64)
         bounds = self.rounds(limit)
@@ -369,6 +454,7 @@ class PromptEvaluator:
 
         A broken generator (wrong count, wrong shape, wrong range) fails here, in seconds.
         """
+        self._join("check()")
         encoder = self.load_encoder(quiet=rank_and_world_size()[0] != 0)
         if device is not None:
             encoder.to(device)

@@ -71,7 +71,9 @@ def _all_gather(tensor: Tensor) -> Tensor:
     ``torch.distributed`` directly, as the metric's own sync does: the strategy's ``all_gather``
     goes through a deprecated autograd-aware gather that warns on every rank.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    from clip_metric.distributed import is_distributed
+
+    if not is_distributed():
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(parts, tensor.contiguous())

@@ -26,10 +26,10 @@ from clip_metric.distributed import jointly
 from clip_metric.encoder import ClipEncoder
 from clip_metric.evaluation import DEFAULT_MIN_PROMPTS, DEFAULT_ROUND_SIZE, EvaluationResult, PromptEvaluator
 from clip_metric.images import check_value_range
-from clip_metric.lightning.config import callback_kwargs
+from clip_metric.config import callback_kwargs
 from clip_metric.lightning.generation import GenerateFn, resolve_generate_fn
 from clip_metric.lightning.progress import prompt_progress
-from clip_metric.lightning.reporting import REPORT_TO, report, report_signature
+from clip_metric.lightning.reporting import report, report_signature
 from clip_metric.prompts import Prompt, PromptSource
 from clip_metric.signature import ScoreSignature
 from clip_metric.utilities.checks import (
@@ -43,7 +43,14 @@ from clip_metric.utilities.checks import (
     check_positive_int,
     check_prefix,
 )
-from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX, DELTA_NAMES, SCORES_DIRNAME, STAT_NAMES
+from clip_metric.utilities.constants import (
+    DEFAULT_MODEL,
+    DEFAULT_PREFIX,
+    DELTA_NAMES,
+    REPORT_TO,
+    SCORES_DIRNAME,
+    STAT_NAMES,
+)
 from clip_metric.functional import check_scale
 from clip_metric.utilities.keys import safe_key
 from clip_metric.utilities.precision import check_precision
@@ -253,7 +260,7 @@ class ClipScoreCallback(Callback):
     def from_config(cls, config: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> ClipScoreCallback:
         """Build from a training ``config.json`` (path or dict) using its CLIP-evaluation keys.
 
-        See :mod:`clip_metric.lightning.config` for the keys read. ``overrides`` are passed to
+        See :mod:`clip_metric.config` for the keys read. ``overrides`` are passed to
         the constructor.
 
         Raises:

@@ -126,6 +126,18 @@ class DiffusersGenerator:
             f"generator_device={self.generator_device!r}, call_kwargs={self.call_kwargs!r})"
         )
 
+    def bind(self, pipeline: Any) -> Callable[[list, list], Any]:
+        """``generate(prompts, seeds)`` rendering with ``pipeline`` itself: for a loop without Lightning.
+
+        Example:
+            >>> generate = DiffusersGenerator(num_inference_steps=2).bind(lambda **kwargs: None)
+            >>> callable(generate)
+            True
+        """
+        holder = _PipelineHolder()
+        setattr(holder, self.pipeline, pipeline)
+        return functools.partial(self.__call__, holder)
+
     def _pipeline(self, pl_module: Any) -> Any:
         try:
             pipe = getattr(pl_module, self.pipeline)
@@ -165,6 +177,10 @@ class DiffusersGenerator:
                 **self.call_kwargs,
             )
         return output.images if hasattr(output, "images") else output[0]
+
+
+class _PipelineHolder:
+    """Stands in for the module that would hold the pipeline (see :meth:`DiffusersGenerator.bind`)."""
 
 
 @contextlib.contextmanager

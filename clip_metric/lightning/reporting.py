@@ -15,8 +15,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
 from clip_metric.samples import BestWorst
 from clip_metric.records import ScoreRecord
+from clip_metric.utilities.constants import REPORT_TO
 
-REPORT_TO = ("all", "tensorboard", "wandb", "none")
 
 
 def wants_extras(logger: Logger, report_to: str) -> str | None:

@@ -19,5 +19,8 @@ DELTA_NAMES = ("delta", "delta_ci", "delta_count")
 """The change since the previous evaluation, over the prompts both scored (paired), its 95%
 interval's half-width and the number of pairs."""
 
+REPORT_TO = ("all", "tensorboard", "wandb", "none")
+"""Where the extras (histogram, image grids, per-prompt table) go: ``config.json``'s ``report_to``."""
+
 SCORES_DIRNAME = "clip_scores"
 """Folder of per-prompt score files beside a run's logs."""

@@ -30,6 +30,7 @@ TINY_ARGS = {
     "bench_candidates": [],
     "bench_imports": [],
     "bench_loaders": [],
+    "bench_adaptive": [],
 }
 # Most of a tiny run is single-threaded Python (imports, model loading): a few side by side
 # shorten the wall time on CI's 2 cores without running out of memory. One torch thread each: on
@@ -261,3 +262,19 @@ def test_loaders_benchmark_times_every_format_at_two_sizes(runs: dict[str, Run])
     assert set(report["results"]["bundled"]) == {"parti", "geneval", "parti, max_prompts=256"}
     assert all(_finite(ms) for ms in report["results"]["bundled"].values())
     assert len(report["targets"]) == 2 * len(formats) + 1
+
+
+# --------------------------------------------------------------------------------------- adaptive
+def test_adaptive_benchmark_reports_images_per_decision(runs: dict[str, Run]) -> None:
+    report = runs["bench_adaptive"].check()
+    demo, simulated = report["results"]["demo"], report["results"]["simulated"]
+    assert demo["pairs"] and all(-1 <= p["correlation"] <= 1 and _finite(p["std_delta"]) for p in demo["pairs"])
+    for row in demo["widths"].values():
+        assert 1 <= row["adaptive"] <= demo["library"] and row["unpaired"] >= 2 and row["paired"] >= 2
+        assert _finite(row["seconds_adaptive"]) and _finite(row["seconds_full_library"])
+        # A ratio only where the adaptive stop reached the width (else NaN: the library ran out).
+        assert _finite(row["images_ratio_adaptive_over_unpaired"]) == row["adaptive_reached"]
+    for cells in simulated["correlations"].values():
+        for cell in cells.values():
+            assert 0 <= cell["coverage"] <= 1 and cell["paired"] <= cell["unpaired"]
+    assert len(report["targets"]) == 2 * len(demo["widths"])

@@ -226,3 +226,20 @@ def test_a_failing_generator_raises_and_changes_nothing(tiny_clip_dir):
         evaluator.evaluate(broken)
     again = evaluator.evaluate(checkpoint(0))  # still paired with the first evaluation
     assert float(again.values["clip/delta"]) == 0.0
+
+
+def test_accelerate_checkpoints_carry_the_pairing(tiny_clip_dir, full_scores, tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    accelerator = accelerate.Accelerator(cpu=True)
+    evaluator = _evaluator(tiny_clip_dir, scores_dir=tmp_path / "scores")
+    accelerator.register_for_checkpointing(evaluator)
+    evaluator.evaluate(checkpoint(0), step=1)
+    accelerator.save_state(tmp_path / "state")
+
+    resumed = _evaluator(tiny_clip_dir, scores_dir=tmp_path / "scores")
+    accelerator._custom_objects.clear()
+    accelerator.register_for_checkpointing(resumed)
+    accelerator.load_state(tmp_path / "state")
+    result = resumed.evaluate(checkpoint(1), step=2)
+    diffs = [full_scores[1][i] - full_scores[0][i] for i in full_scores[0]]
+    assert float(result.values["clip/delta"]) == pytest.approx(np.mean(diffs), abs=1e-12)

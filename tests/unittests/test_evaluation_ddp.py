@@ -116,3 +116,33 @@ def test_a_failure_on_one_rank_raises_on_both_without_a_hang(tiny_clip_dir, tmp_
     assert Path(tmp_path, "rank0.txt").read_text() == (
         "PromptEvaluator: CLIP scoring failed on 1 other rank(s); see their logs"
     )
+
+
+def _main_process_only_worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
+    """Evaluation under ``if rank == 0``: without ``local`` a clear error, with it a full evaluation."""
+    _init(rank, init_file)
+    try:
+        if rank == 0:
+            evaluator = _evaluator(model_dir, join_timeout=3.0)
+            try:
+                evaluator.evaluate(checkpoint(0))
+            except RuntimeError as err:
+                Path(out_dir, "error.txt").write_text(str(err))
+            result = evaluator.evaluate(checkpoint(0), local=True)
+            torch.save({k: float(v) for k, v in result.values.items()}, Path(out_dir, "local.pt"))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_evaluating_on_the_main_process_only_raises_or_runs_locally_never_hangs(tiny_clip_dir, tmp_path):
+    _spawn(_main_process_only_worker, (str(tmp_path / "init"), str(tiny_clip_dir), str(tmp_path)), timeout=180)
+    error = Path(tmp_path, "error.txt").read_text()
+    assert "evaluate() was called on rank 0, but only 1 of 2 ranks called it within 3 s" in error
+    assert "local=True" in error and "is_main_process" in error
+    local = torch.load(tmp_path / "local.pt", weights_only=False)
+    expected = _evaluator(str(tiny_clip_dir)).evaluate(checkpoint(0)).values
+    assert local["clip/count"] == len(LIBRARY)
+    for key, value in expected.items():
+        assert local[key] == pytest.approx(float(value), abs=1e-6, nan_ok=True), key

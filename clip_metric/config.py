@@ -7,6 +7,11 @@ library, or a path) and ``user_prompt_library`` (a path; combined with
 ``validation_prompt_library`` when both are set, their ids prefixed ``user:`` and
 ``validation:``; with neither, the built-in library). Keys may
 carry SimpleTuner's command-line ``--`` prefix (``"--report_to"``). Other keys are ignored.
+
+The same keys build the Lightning callback (:meth:`ClipScoreCallback.from_config
+<clip_metric.ClipScoreCallback.from_config>`) and the loop without Lightning
+(:meth:`PromptEvaluator.from_config <clip_metric.evaluation.PromptEvaluator.from_config>`, for
+accelerate and plain training scripts).
 """
 
 from __future__ import annotations
@@ -16,9 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clip_metric.lightning.reporting import REPORT_TO
 from clip_metric.prompts import Prompt, load_prompt_library
-from clip_metric.utilities.constants import DEFAULT_MODEL
+from clip_metric.utilities.constants import DEFAULT_MODEL, REPORT_TO
 from clip_metric.utilities.readers import parse_json, read_text
 
 KEYS = (
@@ -102,4 +106,20 @@ def callback_kwargs(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
         raise ValueError(
             "validation_prompt_library is false and no user_prompt_library is set: CLIP evaluation needs prompts"
         )
+    return kwargs
+
+
+def evaluator_kwargs(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``PromptEvaluator`` keyword arguments from a config's evaluation keys; None when evaluation is off.
+
+    ``report_to`` is checked but not returned: without Lightning, the training script's own
+    trackers (``accelerator.log``) report.
+
+    Raises:
+        ValueError: for unknown values of these keys, naming the key and value.
+    """
+    kwargs = callback_kwargs(config)
+    if not kwargs.pop("enabled"):
+        return None
+    kwargs.pop("report_to")
     return kwargs
