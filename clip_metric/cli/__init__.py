@@ -1,4 +1,4 @@
-"""The ``clip-metric`` command: one module per sub-command (``demo``, ``score``, ``compare``).
+"""The ``clip-metric`` command: one module per sub-command (``demo``, ``score``, ``eval``, ``compare``).
 
 Building the parser imports neither torch nor Lightning, so ``clip-metric --help`` answers at
 once; each sub-command imports what it needs when it runs. Every failure a user can cause is
@@ -12,9 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from clip_metric.cli import compare, demo, score
+from clip_metric.cli import eval as eval_command
 from clip_metric.cli._common import CliError, stderr
 
-SUBCOMMANDS = (demo, score, compare)
+SUBCOMMANDS = (demo, score, eval_command, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

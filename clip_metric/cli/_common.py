@@ -54,3 +54,27 @@ def resolve_model(model: str | None) -> str:
         f"--model {DEFAULT_MODEL} (or a local directory)."
     )
     return embedded_model_path()
+
+
+def launch(worker: Any, args: Any) -> Any:
+    """Run ``worker(fabric, args)`` on ``args.devices`` processes of ``args.accelerator``; rank 0's result.
+
+    Each worker process leaves its process group before it exits: a gloo group torn down by the
+    interpreter's exit instead can abort the process ("terminate called without an active
+    exception") after the work is done.
+    """
+    from lightning.fabric import Fabric
+
+    strategy = "ddp_spawn" if args.devices > 1 else "auto"
+    fabric = Fabric(accelerator=args.accelerator, devices=args.devices, strategy=strategy)
+    return fabric.launch(_run_then_leave_group, worker, args)
+
+
+def _run_then_leave_group(fabric: Any, worker: Any, args: Any) -> Any:
+    import torch.distributed as dist
+
+    try:
+        return worker(fabric, args)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

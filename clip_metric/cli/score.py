@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from clip_metric.cli._common import CliError, Formatter, names, positive_int, resolve_model, stderr
+from clip_metric.cli._common import CliError, Formatter, launch, names, positive_int, resolve_model, stderr
 from clip_metric.prompts import BUILTIN_LIBRARIES
 from clip_metric.utilities.constants import DEFAULT_MODEL, STAT_NAMES
 
@@ -61,12 +61,13 @@ def _load_image(path: Path) -> Any:
         return image.copy()
 
 
-def _score_worker(fabric: Any, images: list[Path], prompts: list[str], args: argparse.Namespace) -> dict | None:
+def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     from tqdm.auto import tqdm
 
     from clip_metric.encoder import ClipEncoder
     from clip_metric.metric import ClipScore
 
+    images, prompts = args.images_found, args.prompts_found
     quiet = args.quiet or fabric.global_rank != 0
     encoder = ClipEncoder.from_pretrained(args.model, precision=args.precision, quiet=quiet)
     metric = ClipScore(encoder, keep_scores=True).to(fabric.device)
@@ -138,11 +139,8 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise CliError(f"--accelerator {args.accelerator}: no CUDA device is available on this machine")
 
-    from lightning.fabric import Fabric
-
-    strategy = "ddp_spawn" if args.devices > 1 else "auto"
-    fabric = Fabric(accelerator=args.accelerator, devices=args.devices, strategy=strategy)
-    result = fabric.launch(_score_worker, pairs.images, pairs.prompts, args)
+    args.images_found, args.prompts_found = pairs.images, pairs.prompts
+    result = launch(_score_worker, args)
     if result is None:  # pragma: no cover - only rank 0 returns
         return 0
     for name, reason in result["unreadable"]:
