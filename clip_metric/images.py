@@ -105,8 +105,8 @@ def _integers_to_uint8(array: Any) -> Any:
 _PIL_WIDE_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def _from_pil(image: Any) -> Tensor:
-    """A PIL image as a tensor, as the Hugging Face processor reads it.
+def pil_to_tensor(image: Any) -> Tensor:
+    """A PIL image as a ``(C, H, W)`` tensor, as the Hugging Face processor reads it.
 
     Transparency (an alpha band, or a palette's transparent colour) is composited onto white;
     16-bit images are rounded to 8 bits (``v * 255 / 65535``); ``"F"`` images are floats and go
@@ -304,7 +304,7 @@ def _single_image(image: Any, index: int | None = None) -> Tensor:
             raise ValueError(f"Expected a numpy image of shape (H, W) or (H, W, C){where} but got {image.shape}")
         return _from_numpy(image).unsqueeze(0)
     if _is_pil_image(image):
-        return _from_pil(image).unsqueeze(0)
+        return pil_to_tensor(image).unsqueeze(0)
     raise ValueError(f"Expected a tensor, numpy array or PIL image{where} but got {type(image).__name__}")
 
 

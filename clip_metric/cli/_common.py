@@ -43,6 +43,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer but got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer but got {text!r}")
+    return value
+
+
 def resolve_model(model: str | None) -> str:
     """The model to load: the one named, or the embedded demo model with a note saying so."""
     if model:

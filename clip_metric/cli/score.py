@@ -9,11 +9,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from clip_metric.cli._common import CliError, Formatter, launch, names, positive_int, resolve_model, stderr
+from clip_metric.cli._common import (
+    CliError,
+    Formatter,
+    launch,
+    names,
+    non_negative_int,
+    positive_int,
+    resolve_model,
+    stderr,
+)
 from clip_metric.prompts import BUILTIN_LIBRARIES
 from clip_metric.utilities.constants import DEFAULT_MODEL, STAT_NAMES
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+# Decoding a large PNG costs more than scoring it with CLIP on a GPU: decode beside the scoring.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per CLIP forward pass")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="CLIP precision")
     parser.add_argument("--output", help="write per-image scores (.jsonl score file, or .csv)")
+    parser.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS,
+                        help="processes decoding images beside each scoring process (0: decode in it)")
     parser.add_argument("--devices", type=positive_int, default=1, help="number of devices (processes) to score on")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda", "gpu", "mps"), help="where to score")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no loading messages")
@@ -61,7 +74,42 @@ def _load_image(path: Path) -> Any:
         return image.copy()
 
 
+class _DecodedImages:
+    """A map-style dataset of ``(index, image tensor, read error, conversion error)``.
+
+    The image is converted as the metric converts a PIL image (:func:`~clip_metric.images.pil_to_tensor`)
+    in the worker, so it travels to the scoring process as a tensor in shared memory, not as a
+    pickled image. A file that cannot be read is reported by name and skipped; an image that
+    cannot be converted is an error, as it is when the metric is given it directly.
+    """
+
+    def __init__(self, paths: list[Path], indices: list[int]) -> None:
+        self.paths, self.indices = paths, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, Any, str | None, str | None]:
+        from clip_metric.images import pil_to_tensor
+
+        index = self.indices[k]
+        try:
+            image = _load_image(self.paths[index])
+        except Exception as err:  # reported by name, never silently dropped
+            return index, None, f"{type(err).__name__}: {err}", None
+        try:
+            return index, pil_to_tensor(image), None, None
+        except ValueError as err:
+            return index, None, None, str(err)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
 def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
+    import torch
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from clip_metric.encoder import ClipEncoder
@@ -77,17 +125,17 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     unreadable: list[tuple[str, str]] = []
     bar = tqdm(total=len(indices), desc="scoring", unit="img", disable=fabric.global_rank != 0 or args.quiet,
                file=sys.stderr)
-    for start in range(0, len(indices), args.batch_size):
-        batch, ids = [], []
-        for index in indices[start : start + args.batch_size]:
-            try:
-                batch.append(_load_image(images[index]))
-                ids.append(index)
-            except Exception as err:  # reported by name below, never silently dropped
-                unreadable.append((str(images[index]), f"{type(err).__name__}: {err}"))
-        if batch:
-            metric.update(batch, [prompts[i] for i in ids], ids=ids)
-        bar.update(len(indices[start : start + args.batch_size]))
+    # Worker processes decode the next batches while this one scores (as clean-fid does).
+    loader = DataLoader(_DecodedImages(images, indices), batch_size=args.batch_size, num_workers=args.workers,
+                        collate_fn=_as_list)
+    threads = torch.get_num_threads()
+    if args.workers and fabric.device.type == "cpu":
+        # Scoring threads and decoding workers share the cores: more threads than cores slows both.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices - args.workers))
+    try:
+        _score_batches(loader, images, prompts, metric, unreadable, bar)
+    finally:
+        torch.set_num_threads(threads)
     bar.close()
     summary = {k: float(v) for k, v in metric.compute().items()}
     ids, scores = metric.per_sample()
@@ -103,6 +151,19 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
         "summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable,
         "signature": signature.as_dict(), "signature_string": str(signature),
     }
+
+
+def _score_batches(loader: Any, images: list[Path], prompts: list[str], metric: Any, unreadable: list, bar: Any) -> None:
+    for decoded in loader:
+        for index, _, _, problem in decoded:
+            if problem is not None:
+                raise ValueError(f"{images[index]}: {problem}")
+        batch = [(index, image) for index, image, error, _ in decoded if error is None]
+        unreadable += [(str(images[index]), error) for index, _, error, _ in decoded if error is not None]
+        if batch:
+            ids = [index for index, _ in batch]
+            metric.update([image for _, image in batch], [prompts[i] for i in ids], ids=ids)
+        bar.update(len(decoded))
 
 
 def _gather_objects(fabric: Any, items: list) -> list:

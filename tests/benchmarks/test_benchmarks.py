@@ -31,6 +31,7 @@ TINY_ARGS = {
     "bench_imports": [],
     "bench_loaders": [],
     "bench_adaptive": [],
+    "bench_score_folder": [],
 }
 # Most of a tiny run is single-threaded Python (imports, model loading): a few side by side
 # shorten the wall time on CI's 2 cores without running out of memory. One torch thread each: on
@@ -278,3 +279,14 @@ def test_adaptive_benchmark_reports_images_per_decision(runs: dict[str, Run]) ->
         for cell in cells.values():
             assert 0 <= cell["coverage"] <= 1 and cell["paired"] <= cell["unpaired"]
     assert len(report["targets"]) == 2 * len(demo["widths"])
+
+
+# --------------------------------------------------------------------------------------- score folder
+def test_score_folder_benchmark_compares_decoding_workers(runs: dict[str, Run]) -> None:
+    report = runs["bench_score_folder"].check()
+    variants = report["results"]["variants"]
+    assert set(variants) == {"workers=0", "workers=2"}
+    for row in variants.values():
+        assert _finite(row["seconds"]) and row["seconds"] > 0 and _finite(row["images_per_s"])
+    assert variants["workers=0"]["speedup_vs_no_workers"] == 1.0
+    assert len(report["targets"]) == 1

@@ -157,3 +157,25 @@ def test_cuda_without_a_gpu_is_a_usage_error(captioned, tiny_clip_dir, capsys):
 def test_missing_model_directory_is_named_as_missing(captioned, tmp_path, capsys):
     assert _score(captioned, tmp_path / "no-model") == 2
     assert "no-model': no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_decoding_workers_give_the_same_scores_and_report_bad_files(captioned, tiny_clip_dir, tmp_path, capsys, workers):
+    (captioned / "img1.png").write_bytes(b"not a png")
+    out = tmp_path / f"scores-{workers}.jsonl"
+    assert _score(captioned, tiny_clip_dir, "--workers", workers, "--batch-size", "1", "--output", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "skipped unreadable image" in err and "img1.png" in err
+    rows = read_scores(out).records
+    assert [r.prompt for r in rows] == ["caption 0", "caption 2"]
+    other = tmp_path / "scores-other.jsonl"
+    assert _score(captioned, tiny_clip_dir, "--workers", "1" if workers == "0" else "0", "--batch-size", "1",
+                  "--output", str(other)) == 0
+    # Decoding workers leave the scoring fewer threads: float32 sums in another order.
+    assert [r.score for r in read_scores(other).records] == pytest.approx([r.score for r in rows], abs=1e-6)
+
+
+def test_workers_must_be_a_non_negative_int(captioned, tiny_clip_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _score(captioned, tiny_clip_dir, "--workers", "-1")
+    assert exit_info.value.code == 2 and "--workers" in capsys.readouterr().err

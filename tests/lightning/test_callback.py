@@ -464,3 +464,26 @@ def test_from_config_refuses_a_file_that_is_not_utf8(tmp_path):
 def test_encoder_cache_size_refuses_a_boolean(tiny_clip_dir):
     with pytest.raises(ValueError, match="Expected `text_cache_size` to be a non-negative int but got True"):
         ClipEncoder.from_pretrained(tiny_clip_dir, text_cache_size=True)
+
+
+def test_target_ci_stops_evaluations_early_and_logs_the_paired_delta(tmp_path, tiny_clip_dir):
+    library = [f"a {c} {s} number {i}" for i in range(40) for c, s in (("red", "cube"), ("blue", "ball"))]
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=library, precision="32", target_ci=10.0, min_prompts=16,
+                                 round_size=8, batch_size=8)
+    trainer = _trainer(tmp_path, callback, max_epochs=2)
+    trainer.fit(TinyTextToImage())
+    first, second = callback.history
+    assert first["clip/count"] == second["clip/count"] == 16  # one round each: the target is wide
+    assert "clip/delta" not in first and second["clip/delta_count"] == 16
+    assert "clip/mean_ci" in first and float(trainer.callback_metrics["clip/delta_ci"]) <= 10.0
+    (header,) = {read_scores(p).header["adaptive"]["rounds"] for p in callback.resolved_scores_dir.glob("step-*.jsonl")}
+    assert header == 1
+
+
+def test_a_monitor_of_the_delta_is_refused(tmp_path, tiny_clip_dir):
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    callback = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:3], precision="32")
+    trainer = _trainer(tmp_path, callback, extra_callbacks=[EarlyStopping(monitor="clip/delta", mode="max")])
+    with pytest.raises(MisconfigurationException, match="clip/delta is not logged at the first evaluation"):
+        trainer.fit(TinyTextToImage())
