@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from harness.environment import environment, log
+from harness.environment import environment, load_average, log
 from harness.report import common_arguments, fmt, resolve_device, table, target, targets_table, write_report
 
 from clip_metric.intervals import half_width, prompts_needed, t_quantile
@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.epochs, args.steps_per_epoch, args.prompts, args.sim_trials, args.sim_library = 2, 3, 96, 5, 200
         args.demo_widths, args.sim_widths, args.correlations, args.repeats = [0.01], [0.01], [0.8], 1
     torch.set_grad_enabled(False)
+    env = environment(torch.device(args.device))
     started = time.perf_counter()
     results = {"demo": demo_run(args), "simulated": simulated(args)}
     targets = []
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         targets.append(target("seconds over images, adaptive vs full (demo)",
                               v["seconds_ratio_adaptive_over_full"] / v["images_ratio_adaptive_over_full"], "<=", 1.5, w=w))
     report = {
-        "benchmark": "adaptive", "environment": environment(torch.device(args.device)),
+        "benchmark": "adaptive", "environment": {**env, "load_average_at_end": load_average()},
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
         "results": results, "targets": targets, "seconds": time.perf_counter() - started,
         "t_975_at_63_dof": t_quantile(0.975, 63),

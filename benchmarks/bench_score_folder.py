@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from harness.environment import environment, log, quiet_transformers
+from harness.environment import environment, load_average, log, quiet_transformers
 from harness.report import common_arguments, fmt, resolve_device, table, target, targets_table, write_report
 from harness.timing import rounds
 
@@ -132,11 +132,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.tiny:
         args.images, args.size, args.repeats = 16, 64, 1
     quiet_transformers()
+    env = environment(torch.device(args.device))
     started = time.perf_counter()
     results = measure(args)
     most = results["variants"][f"workers={args.workers[-1]}"]
     report = {
-        "benchmark": "score_folder", "environment": environment(torch.device(args.device)),
+        "benchmark": "score_folder", "environment": {**env, "load_average_at_end": load_average()},
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
         "results": results, "seconds": time.perf_counter() - started,
         "targets": [target(f"speed-up of {args.workers[-1]} decoding workers over {args.workers[0]}",

@@ -106,8 +106,9 @@ def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
             folders.setdefault(file.parent, []).append(file)
     if not folders:
         raise FileNotFoundError(
-            f"No per-prompt score files ({SCORES_DIRNAME}/step-*.jsonl) under {path}; they are written by "
-            "ClipScoreCallback(save_scores=True) and clip-metric score --output"
+            f"No per-prompt score files (step-*.jsonl, in any folder) under {path}; they are written by "
+            f"ClipScoreCallback(save_scores=True) into {SCORES_DIRNAME}/, PromptEvaluator(scores_dir=...), "
+            "clip-metric eval --output-dir and clip-metric score --output"
         )
     base = path.resolve().name or str(path)
     runs = {}

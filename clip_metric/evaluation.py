@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ from clip_metric.utilities.checks import (
     check_positive_int,
     check_prefix,
 )
-from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX
+from clip_metric.utilities.constants import DEFAULT_MIN_PROMPTS, DEFAULT_MODEL, DEFAULT_PREFIX, DEFAULT_ROUND_SIZE
 from clip_metric.utilities.keys import safe_key
 from clip_metric.utilities.precision import check_precision
 from clip_metric.utilities.rng import preserved_rng
@@ -77,12 +78,6 @@ GenerateImages = Callable[[list, list], Any]
 """``generate(prompts, seeds) -> images``: one image per prompt, rendered from ``seeds[i]``."""
 
 TARGETS = ("delta", "mean")
-DEFAULT_MIN_PROMPTS = 64
-"""Prompts every evaluation with ``target_ci`` scores before it may stop: enough for the spread
-behind the interval to be estimated (31 more degrees of freedom than the first check would have
-at 32), few enough that a paired evaluation can stop early."""
-DEFAULT_ROUND_SIZE = 32
-"""Prompts added per round of an evaluation with ``target_ci``, over all ranks together."""
 DEFAULT_JOIN_TIMEOUT = 600.0
 """Seconds an evaluation waits for every rank to call it before it raises (instead of hanging)."""
 
@@ -207,9 +202,9 @@ class PromptEvaluator:
             raise ValueError(f"Expected `min_prompts` of at least 2 (an interval needs a spread) but got {min_prompts}")
         self.round_size = check_positive_int("round_size", round_size)
         self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
+        if join_timeout is None:
+            raise ValueError("Expected `join_timeout` to be a positive number of seconds but got None")
         self.join_timeout = check_optional_positive_number("join_timeout", join_timeout)
-        if self.join_timeout is None:
-            raise ValueError(f"Expected `join_timeout` to be a positive number of seconds but got {join_timeout!r}")
         check_optional_path("scores_dir", scores_dir)
         self.scores_dir = None if scores_dir is None else Path(scores_dir).expanduser()
         if prompts is None or prompts is False:
@@ -236,6 +231,12 @@ class PromptEvaluator:
         )
         self._position = {index: position for position, index in enumerate(self._order)}
         self._keys = {(p.id, p.text, p.seed): i for i, p in enumerate(self.library)}
+        if self.target_ci is not None and len(self.library) <= self.min_prompts and rank_and_world_size()[0] == 0:
+            warnings.warn(
+                f"target_ci={self.target_ci:g} changes nothing: the library has {len(self.library)} prompts, no more "
+                f"than min_prompts={self.min_prompts}, so every evaluation scores all of them",
+                UserWarning, stacklevel=2,
+            )
         # The previous evaluation: this rank's scores by library index, how many prompts it
         # scored over all ranks, and the score file it was written to (for resuming).
         self._previous: dict[int, float] | None = None
@@ -294,16 +295,23 @@ class PromptEvaluator:
         return self._previous is not None or self._pending_file is not None
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the last evaluation's scores were written: enough to pair with it after a resume."""
+        """Where the last evaluation's scores were written (an absolute path; None without a ``scores_dir``).
+
+        Enough to pair with that evaluation after a resume: the scores are read back from the file.
+        """
         return {"previous_scores_file": self._previous_file}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Pair the next evaluation with the score file named in ``state_dict`` (read then, on every rank)."""
+        """Pair the next evaluation with the score file named in ``state_dict`` (read then, on every rank).
+
+        What this evaluator held before is dropped: a resumed run continues the checkpoint's
+        history. A state without a usable path (none was written, or another version's) makes the
+        next evaluation unpaired.
+        """
         path = state_dict.get("previous_scores_file") if isinstance(state_dict, Mapping) else None
+        self.forget_previous()
         self._pending_file = path if isinstance(path, str) and path else None
         self._previous_file = self._pending_file
-        if self._pending_file is not None:
-            self._previous, self._previous_count = None, 0
 
     def forget_previous(self) -> None:
         """Make the next evaluation unpaired (as the first one)."""
@@ -402,7 +410,7 @@ class PromptEvaluator:
                 positions = range(done + (rank - done) % world_size, bound, world_size)
                 shard = [self._order[p] for p in positions]
                 jointly(
-                    "CLIP scoring",
+                    "rendering and scoring",
                     lambda: self._score(generate, encoder, shard, metric, candidates, previous, pair_moments, advance),
                     owner=self.owner,
                 )
@@ -444,7 +452,7 @@ class PromptEvaluator:
         if paired:  # the next evaluation pairs with this one
             self._previous = {i: s for i, s in scores_by_index.items() if self._position[i] % world_size == rank}
             self._previous_count = len(scores_by_index)
-            self._previous_file = None if result.path is None else str(result.path)
+            self._previous_file = None if result.path is None else str(result.path.resolve())
             self._pending_file = None
         return result
 
@@ -473,7 +481,7 @@ class PromptEvaluator:
         texts = [p.text for p in self.library]
         if limit is not None:
             texts, subset = texts[: min(limit, len(texts))], f"first{min(limit, len(texts))}"
-        elif self.target_ci is not None:
+        elif self.target_ci is not None and len(self.library) > self.min_prompts:
             # The rule, not the stopping point: evaluations that stop at different points share it.
             subset += (
                 f",balanced-prefix:{self.target}-ci<={self.target_ci:g}"
@@ -561,7 +569,7 @@ class PromptEvaluator:
             "scale": self.scale, "prefix": self.prefix, **(header or {}),
             "signature": None if result.signature is None else result.signature.as_dict(),
         }
-        if self.target_ci is not None:
+        if self.target_ci is not None and len(self.library) > self.min_prompts:
             full_header["adaptive"] = {
                 "target": self.target, "target_ci": self.target_ci, "min_prompts": self.min_prompts,
                 "round_size": self.round_size, "rounds": result.rounds, "stopped_early": result.stopped_early,

@@ -15,7 +15,7 @@ One process, two processes (gloo on the CPU), or GPUs::
     accelerate launch --num_processes 8 --multi_gpu examples/accelerate_text_to_image.py
 
 Every global batch is split across the processes (``split_batches``), so 1 and 2 processes
-train the same model and print the same scores. ``--main-process-only`` evaluates under
+train the same model and print the same scores (to float32 rounding). ``--main-process-only`` evaluates under
 ``if accelerator.is_main_process:`` instead, on that process alone (``local=True``).
 """
 

@@ -32,26 +32,24 @@ def names(paths: Sequence[Any], limit: int = 20) -> str:
     return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1 (the sub-command's usage is shown otherwise)."""
+def _int_at_least(text: str, minimum: int, kind: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer but got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer but got {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer but got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (the sub-command's usage is shown otherwise)."""
+    return _int_at_least(text, 1, "positive")
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer but got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer but got {text!r}")
-    return value
+    return _int_at_least(text, 0, "non-negative")
 
 
 def resolve_model(model: str | None) -> str:

@@ -21,12 +21,20 @@ from typing import Any
 
 from clip_metric.cli._common import CliError, Formatter, launch, positive_int, resolve_model
 from clip_metric.cli.score import PRECISIONS
-from clip_metric.utilities.constants import DEFAULT_MODEL, SCORES_DIRNAME, STAT_NAMES
+from clip_metric.utilities.constants import (
+    DEFAULT_MIN_PROMPTS,
+    DEFAULT_MODEL,
+    DEFAULT_ROUND_SIZE,
+    SCORES_DIRNAME,
+    STAT_NAMES,
+)
 
 # Pipeline dtype for each --precision: "auto" keeps float32 on the CPU and takes bfloat16 on CUDA.
 _PIPELINE_DTYPES = {"32": "float32", "bf16-mixed": "bfloat16", "bf16-true": "bfloat16", "16-mixed": "float16",
                     "16-true": "float16"}
 _LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
+# The denoiser a component folder replaces on top of --base.
+_COMPONENTS = ("unet", "transformer")
 
 
 def _positive_float(text: str) -> float:
@@ -58,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-prompts", type=positive_int, help="a balanced subset of this many prompts")
     parser.add_argument("--target-ci", type=_positive_float,
                         help="stop each evaluation once the 95%% interval of clip/delta (the first: clip/mean) is at most this")
+    parser.add_argument("--min-prompts", type=positive_int, default=DEFAULT_MIN_PROMPTS,
+                        help="with --target-ci: prompts scored before the first check")
+    parser.add_argument("--round-size", type=positive_int, default=DEFAULT_ROUND_SIZE,
+                        help="with --target-ci: prompts added per round, over all devices")
     parser.add_argument("--model", help=f"CLIP hub id or local directory (e.g. {DEFAULT_MODEL}); default: the embedded demo model")
     parser.add_argument("--output-dir", help="one folder per pipeline with its score file and summary.json (for compare)")
     parser.add_argument("--num-inference-steps", type=positive_int, default=20, help="denoising steps per image")
@@ -74,17 +86,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _named_folder(path: str) -> Path:
+    """The folder a pipeline is named after: a component's parent (``checkpoint-500/unet``)."""
+    folder = Path(path.rstrip("/"))
+    return folder.parent if folder.name in _COMPONENTS and folder.parent.name else folder
+
+
 def _checkpoint_step(path: str, index: int) -> int:
-    """``checkpoint-500`` -> 500 (the training step in the name), else the position in the list."""
-    match = re.search(r"(?:checkpoint|step|steps|iter)[-_=]?(\d+)\s*$", Path(path.rstrip("/")).name)
+    """``checkpoint-500`` (or ``checkpoint-500/unet``) -> 500, else the position in the list, from 0."""
+    match = re.search(r"(?:checkpoint|step|steps|iter)[-_=]?(\d+)\s*$", _named_folder(path).name)
     return int(match.group(1)) if match else index
 
 
 def _output_names(pipelines: list[str]) -> list[str]:
-    """One folder name per pipeline: its last path part, made unique."""
+    """One folder name per pipeline: its last path part (a component's parent), made unique."""
     names: list[str] = []
     for pipeline in pipelines:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(pipeline.rstrip("/")).name or "pipeline").strip("-.") or "pipeline"
+        raw = _named_folder(pipeline).name or "pipeline"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "pipeline"
         name, k = stem, 2
         while name in names:
             name, k = f"{stem}-{k}", k + 1
@@ -92,42 +111,87 @@ def _output_names(pipelines: list[str]) -> list[str]:
     return names
 
 
+def _is_hub_id(source: str) -> bool:
+    """``owner/name`` with no local file or folder of that name, nor of its first part."""
+    parts = source.split("/")
+    return (
+        len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+        and not Path(source).expanduser().exists() and not Path(parts[0]).expanduser().exists()
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CliError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_pipeline_folder(source: str, role: str) -> dict | None:
+    """A local pipeline folder's ``model_index.json`` (None for a hub id); an error naming the fix otherwise."""
+    if _is_hub_id(source):
+        return None
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise CliError(f"{source}: no such {role} directory (and not a hub id of the form owner/name)")
+    if not path.is_dir():
+        raise CliError(f"{source}: is a file; name a {role} directory")
+    if not (path / "model_index.json").is_file():
+        hint = " (a component folder such as unet/ goes on top of a pipeline: --base PIPELINE)" if (
+            (path / "config.json").is_file() or any((path / name).is_dir() for name in _COMPONENTS)
+        ) else ""
+        raise CliError(f"{source}: not a diffusers pipeline directory (no model_index.json){hint}")
+    return _read_json(path / "model_index.json")
+
+
 def _check_inputs(args: argparse.Namespace) -> None:
-    """Refuse, before any process starts, what cannot work: missing folders, an output over a file."""
-    for source in ([args.base] if args.base else []) + list(args.pipelines):
-        path = Path(source).expanduser()
-        parts = source.split("/")
-        hub_id = len(parts) == 2 and all(parts) and not source.startswith((".", "~")) and not path.exists()
-        if not hub_id and not path.is_dir():
-            raise CliError(f"{source}: no such pipeline directory (and not a hub id of the form owner/name)")
+    """Refuse, before anything is loaded or rendered, what cannot work: every pipeline is checked."""
     if args.base:
+        index = _check_pipeline_folder(args.base, "base pipeline")
         for source in args.pipelines:
-            _component_or_lora(Path(source).expanduser())
+            _component_or_lora(source, index)
+    else:
+        for source in args.pipelines:
+            _check_pipeline_folder(source, "pipeline")
     if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         raise CliError(f"--output-dir {args.output_dir} is a file; name a folder")
     if args.prompts not in ("parti", "geneval", "default") and not Path(args.prompts).is_file():
         raise CliError(f"--prompts {args.prompts}: no such file (or use parti, geneval or default)")
 
 
-def _component_or_lora(folder: Path) -> tuple[str, Path]:
-    """``("lora", folder)`` or ``(component name, component folder)`` for a folder on top of ``--base``."""
+def _component_or_lora(source: str, base_index: dict | None) -> tuple[str, Path]:
+    """``("lora", folder)`` or ``(component, folder)`` for a folder loaded on top of ``--base``.
+
+    A component's class must be the one the base pipeline holds under that name (from its
+    ``model_index.json``; any class for a hub base, where diffusers checks on loading).
+    """
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise CliError(f"{source}: {'is a file' if folder.exists() else 'no such folder'}; with --base, name a "
+                       f"unet/ or transformer/ folder, a folder holding one, or a folder of {_LORA_FILES[0]}")
     if any((folder / name).is_file() for name in _LORA_FILES):
         return "lora", folder
-    for name in ("unet", "transformer"):
-        if (folder / name / "config.json").is_file():
-            return name, folder / name
-    config = folder / "config.json"
-    if config.is_file():
-        try:
-            class_name = str(json.loads(config.read_text(encoding="utf-8")).get("_class_name", ""))
-        except (OSError, ValueError, AttributeError):
-            class_name = ""
-        if "Transformer" in class_name:
-            return "transformer", folder
-        if class_name:
-            return "unet", folder
+    candidates = [(name, folder / name) for name in _COMPONENTS if (folder / name / "config.json").is_file()]
+    if (folder / "config.json").is_file():
+        class_name = str(_read_json(folder / "config.json").get("_class_name", ""))
+        if base_index is None and class_name:  # a hub base: diffusers checks the class when it loads
+            return ("transformer" if "Transformer" in class_name else "unet"), folder
+        for name in _COMPONENTS:
+            expected = base_index.get(name) if base_index else None
+            if isinstance(expected, list) and expected[-1] == class_name:
+                return name, folder
+        held = {n: v[-1] for n, v in (base_index or {}).items() if n in _COMPONENTS and isinstance(v, list)}
+        raise CliError(
+            f"{source}: holds a {class_name or 'component without a class name'}, which is not the base pipeline's "
+            f"denoiser ({', '.join(f'{n}: {c}' for n, c in held.items()) or 'unknown'})"
+        )
+    if candidates:
+        return candidates[0]
     raise CliError(
-        f"{folder}: not a folder diffusers can load on top of --base (expected a unet/ or transformer/ folder, a "
+        f"{source}: not a folder diffusers can load on top of --base (expected a unet/ or transformer/ folder, a "
         f"component saved with save_pretrained, or {_LORA_FILES[0]})"
     )
 
@@ -142,22 +206,40 @@ def _pipeline_dtype(precision: str, device: Any) -> Any:
     return torch.float32
 
 
+def _from_pretrained(cls: Any, source: str, dtype: Any) -> Any:
+    """``cls.from_pretrained(source, torch_dtype=dtype)``, with load failures named after ``source``."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # Newer transformers rename the argument; older diffusers know only this name.
+        warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
+        try:
+            return cls.from_pretrained(source, torch_dtype=dtype)
+        except (OSError, ValueError, EnvironmentError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CliError(f"{source}: cannot be loaded ({first})") from None
+
+
 def _load_pipeline(source: str, args: argparse.Namespace, device: Any) -> Any:
     from diffusers import DiffusionPipeline
 
     dtype = _pipeline_dtype(args.precision, device)
     if not args.base:
-        pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=dtype)
+        pipe = _from_pretrained(DiffusionPipeline, source, dtype)
     else:
-        pipe = DiffusionPipeline.from_pretrained(args.base, torch_dtype=dtype)
-        kind, folder = _component_or_lora(Path(source).expanduser())
+        pipe = _from_pretrained(DiffusionPipeline, args.base, dtype)
+        held = {name: ["", type(module).__name__] for name, module in pipe.components.items() if module is not None}
+        kind, folder = _component_or_lora(source, held)
         if kind == "lora":
-            pipe.load_lora_weights(str(folder))
+            try:
+                pipe.load_lora_weights(str(folder))
+            except (OSError, ValueError) as err:
+                raise CliError(f"{source}: LoRA weights cannot be loaded ({err})") from None
         else:
             current = getattr(pipe, kind, None)
             if current is None:
                 raise CliError(f"{source}: the base pipeline has no {kind} to replace")
-            pipe.register_modules(**{kind: type(current).from_pretrained(str(folder), torch_dtype=dtype)})
+            pipe.register_modules(**{kind: _from_pretrained(type(current), str(folder), dtype)})
     return pipe.to(device)
 
 
@@ -174,7 +256,7 @@ def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
         _quiet_libraries()
     evaluator = PromptEvaluator(
         args.model, prompts=args.prompts, max_prompts=args.max_prompts, batch_size=args.batch_size,
-        precision=args.precision, target_ci=args.target_ci,
+        precision=args.precision, target_ci=args.target_ci, min_prompts=args.min_prompts, round_size=args.round_size,
     )
     evaluator.load_encoder(quiet=quiet)
     generator = DiffusersGenerator(
@@ -200,12 +282,24 @@ def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
             summary["signature"] = str(result.signature)
             summary["score_file"] = None if result.path is None else str(result.path)
             if args.output_dir:
-                out = Path(args.output_dir, name, "summary.json")
-                out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-                summary["summary_file"] = str(out)
+                summary["summary_file"] = str(_write_summary(Path(args.output_dir, name), summary))
         summaries.append(summary)
     summaries = broadcast_object(summaries)  # rank 0's, with the file names
     return summaries if rank == 0 else None
+
+
+def _write_summary(folder: Path, summary: dict) -> Path:
+    """``summary.json`` in ``folder``, or ``summary-1.json``, ...: an earlier run's is never replaced."""
+    text = json.dumps(summary, indent=2) + "\n"
+    for attempt in range(1000):
+        path = folder / ("summary.json" if attempt == 0 else f"summary-{attempt}.json")
+        try:
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(text)
+            return path
+        except FileExistsError:
+            continue
+    raise CliError(f"too many summaries in {folder}")
 
 
 def _quiet_libraries() -> None:

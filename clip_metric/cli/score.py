@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,12 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     finally:
         torch.set_num_threads(threads)
     bar.close()
-    summary = {k: float(v) for k, v in metric.compute().items()}
-    ids, scores = metric.per_sample()
+    with warnings.catch_warnings():
+        # A rank (or a run) without a readable image: the command says so itself, by file name.
+        warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+        warnings.filterwarnings("ignore", message=".*found no samples on any rank.*")
+        summary = {k: float(v) for k, v in metric.compute().items()}
+        ids, scores = metric.per_sample()
     all_unreadable = _gather_objects(fabric, unreadable)
     if fabric.global_rank != 0:
         return None

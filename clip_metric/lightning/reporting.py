@@ -15,7 +15,6 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
 from clip_metric.samples import BestWorst
 from clip_metric.records import ScoreRecord
-from clip_metric.utilities.constants import REPORT_TO
 
 
 

@@ -19,6 +19,12 @@ DELTA_NAMES = ("delta", "delta_ci", "delta_count")
 """The change since the previous evaluation, over the prompts both scored (paired), its 95%
 interval's half-width and the number of pairs."""
 
+DEFAULT_MIN_PROMPTS = 64
+"""Prompts every evaluation with ``target_ci`` scores before it may stop: enough for the spread
+behind the interval to be estimated (Student's t at 63 degrees of freedom is within 2% of the
+normal quantile), few enough that a paired evaluation can stop early."""
+DEFAULT_ROUND_SIZE = 32
+"""Prompts added per round of an evaluation with ``target_ci``, over all ranks together."""
 REPORT_TO = ("all", "tensorboard", "wandb", "none")
 """Where the extras (histogram, image grids, per-prompt table) go: ``config.json``'s ``report_to``."""
 

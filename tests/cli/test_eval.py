@@ -92,18 +92,33 @@ def test_the_progress_bar_is_drawn_unless_quiet(pipelines, capsys):
     [
         (["missing-dir/"], "no such pipeline directory"),
         (["./nope"], "no such pipeline directory"),
+        (["PARENT/missing"], "no such pipeline directory"),  # owner/name in form, but its folder exists
+        (["PIPE", "PARENT/missing"], "no such pipeline directory"),  # the second is checked before the first renders
+        (["EMPTY"], "not a diffusers pipeline directory (no model_index.json)"),
+        (["PIPE/unet"], "a component folder such as unet/ goes on top of a pipeline: --base PIPELINE"),
+        (["FILE"], "is a file; name a pipeline directory"),
         (["PIPE", "--prompts", "nope.txt"], "--prompts nope.txt: no such file"),
         (["PIPE", "--output-dir", "FILE"], "is a file; name a folder"),
         (["--base", "PIPE", "EMPTY"], "not a folder diffusers can load on top of --base"),
+        (["--base", "PIPE", "PIPE/vae"], "holds a AutoencoderKL, which is not the base pipeline's denoiser (unet: UNet2DConditionModel)"),
+        (["--base", "PIPE", "FILE"], "is a file; with --base"),
+        (["--base", "EMPTY", "PIPE/unet"], "not a diffusers pipeline directory"),
     ],
 )
 def test_bad_inputs_are_errors_with_exit_code_2(pipelines, tmp_path, capsys, argv, message):
     (tmp_path / "FILE").write_text("x")
     (tmp_path / "EMPTY").mkdir()
-    argv = [str(pipelines[0]) if a == "PIPE" else str(tmp_path / a) if a in ("FILE", "EMPTY") else a for a in argv]
-    assert main(["eval", *argv, *COMMON]) == 2
-    assert f"error: " in capsys.readouterr().err
-    assert main(["eval", *argv, *COMMON]) == 2 and message in capsys.readouterr().err
+
+    def resolve(a):
+        a = a.replace("PARENT", str(pipelines[0].parent)).replace("PIPE", str(pipelines[0]))
+        return str(tmp_path / a) if a in ("FILE", "EMPTY") else a
+
+    code = main(["eval", *map(resolve, argv), *COMMON, "--output-dir", str(tmp_path / "out")]) if "--output-dir" not in argv \
+        else main(["eval", *map(resolve, argv), *COMMON])
+    captured = capsys.readouterr()
+    assert code == 2 and message in captured.err, captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not list(tmp_path.glob("out/**/*.jsonl"))  # nothing was rendered
 
 
 @pytest.mark.parametrize(
@@ -132,3 +147,21 @@ def test_a_lora_folder_needs_what_diffusers_needs(pipelines, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") or "\nerror: " in err
     assert "PEFT" in err or "peft" in err
+
+
+@pytest.mark.slow
+def test_a_component_folder_is_named_after_its_checkpoint_and_nothing_is_overwritten(pipelines, tmp_path, capsys):
+    base, other = pipelines
+    result, _ = _eval(capsys, "--base", base, other / "unet", "--output-dir", tmp_path / "out")
+    (row,) = result["pipelines"]
+    assert row["step"] == 200 and row["score_file"].endswith("checkpoint-200/clip_scores/step-00000200.jsonl")
+    again, _ = _eval(capsys, "--base", base, other / "unet", "--output-dir", tmp_path / "out")
+    (row2,) = again["pipelines"]
+    assert row2["score_file"].endswith("step-00000200-1.jsonl") and row2["summary_file"].endswith("summary-1.json")
+    assert json.loads((tmp_path / "out" / "checkpoint-200" / "summary.json").read_text())["score_file"] == row["score_file"]
+
+
+def test_target_ci_on_a_library_no_larger_than_min_prompts_warns(pipelines, capsys):
+    with pytest.warns(UserWarning, match="changes nothing: the library has 12 prompts"):
+        result, _ = _eval(capsys, pipelines[0], "--target-ci", "0.5")
+    assert "balanced-prefix" not in result["pipelines"][0]["signature"]

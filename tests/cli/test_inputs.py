@@ -179,3 +179,18 @@ def test_workers_must_be_a_non_negative_int(captioned, tiny_clip_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _score(captioned, tiny_clip_dir, "--workers", "-1")
     assert exit_info.value.code == 2 and "--workers" in capsys.readouterr().err
+
+
+def test_a_folder_of_unreadable_images_is_one_clear_error(tmp_path, tiny_clip_dir, capsys):
+    import warnings
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "corrupt.png").write_bytes(b"not a png")
+    (folder / "corrupt.txt").write_text("a caption")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _score(folder, tiny_clip_dir) == 2
+    assert not [w for w in caught if "update" in str(w.message) or "no samples" in str(w.message)]
+    err = capsys.readouterr().err
+    assert "skipped unreadable image" in err and "corrupt.png" in err and "error: no image could be scored" in err

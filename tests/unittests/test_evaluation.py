@@ -24,6 +24,9 @@ def _evaluator(model_dir, **kwargs):
 BATCHING = 1e-7
 
 
+BOUNDS = [*range(64, 200, 32), 200]  # prompts scored after each round: 64, then 32 more at a time
+
+
 def _t_half(values):
     values = np.asarray(values, dtype=np.float64)
     return stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
@@ -65,14 +68,14 @@ def test_the_second_evaluation_is_paired_with_the_first(tiny_clip_dir, full_scor
 
 def test_an_adaptive_evaluation_stops_where_the_reference_interval_first_reaches_the_target(tiny_clip_dir, full_scores):
     order = _order_ids()
-    target = 0.6 * _t_half([full_scores[0][i] for i in order[:64]])  # out of reach of the first round
-    expected = next(
-        n for n in [*range(64, 200, 32), 200] if _t_half([full_scores[0][i] for i in order[:n]]) <= target or n == 200
-    )
+    halves = {n: _t_half([full_scores[0][i] for i in order[:n]]) for n in BOUNDS}
+    target = min(halves[n] for n in BOUNDS[1:])  # reached in a later round, not in the first
+    assert target < halves[64]
+    expected = next(n for n in BOUNDS if halves[n] <= target)
     result = _evaluator(tiny_clip_dir, target_ci=target, target="mean").evaluate(checkpoint(0))
-    assert 64 < expected < 200
-    assert int(result.values["clip/count"]) == expected and result.stopped_early
-    assert result.rounds == 1 + (expected - 64) // 32
+    assert 64 < expected
+    assert int(result.values["clip/count"]) == expected and result.stopped_early == (expected < 200)
+    assert result.rounds == BOUNDS.index(expected) + 1
     assert sorted(r.prompt_id for r in result.records) == sorted(order[:expected])  # a prefix of the order
     assert float(result.values["clip/mean_ci"]) <= target
 
@@ -83,11 +86,13 @@ def test_a_delta_target_stops_on_the_paired_interval(tiny_clip_dir, full_scores)
     first = evaluator.evaluate(checkpoint(1))
     assert int(first.values["clip/count"]) == 200 and not first.stopped_early
     diffs = [full_scores[2][i] - full_scores[1][i] for i in order]
-    target = 0.8 * _t_half(diffs[:64])
-    expected = next(n for n in [*range(64, 200, 32), 200] if _t_half(diffs[:n]) <= target or n == 200)
+    halves = {n: _t_half(diffs[:n]) for n in BOUNDS}
+    target = min(halves[n] for n in BOUNDS[1:])
+    assert target < halves[64]
+    expected = next(n for n in BOUNDS if halves[n] <= target)
     evaluator.target_ci = target
     second = evaluator.evaluate(checkpoint(2))
-    assert 64 < expected < 200
+    assert 64 < expected
     assert int(second.values["clip/count"]) == expected == int(second.values["clip/delta_count"])
     assert float(second.values["clip/delta"]) == pytest.approx(np.mean(diffs[:expected]), abs=BATCHING)
     assert float(second.values["clip/delta_ci"]) <= target
@@ -243,3 +248,29 @@ def test_accelerate_checkpoints_carry_the_pairing(tiny_clip_dir, full_scores, tm
     result = resumed.evaluate(checkpoint(1), step=2)
     diffs = [full_scores[1][i] - full_scores[0][i] for i in full_scores[0]]
     assert float(result.values["clip/delta"]) == pytest.approx(np.mean(diffs), abs=1e-12)
+
+
+def test_target_ci_on_a_small_library_warns_and_keeps_the_plain_signature(tiny_clip_dir):
+    with pytest.warns(UserWarning, match="changes nothing: the library has 200 prompts, no more than min_prompts=200"):
+        evaluator = _evaluator(tiny_clip_dir, target_ci=0.01, min_prompts=200)
+    assert evaluator.signature() == _evaluator(tiny_clip_dir).signature()
+
+
+def test_the_state_names_the_score_file_absolutely_and_loading_a_state_replaces_the_previous(
+    tiny_clip_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    evaluator = _evaluator(tiny_clip_dir, scores_dir="relative/scores")
+    evaluator.evaluate(checkpoint(0), step=3)
+    path = evaluator.state_dict()["previous_scores_file"]
+    assert path == str(tmp_path / "relative" / "scores" / "step-00000003.jsonl")
+    evaluator.load_state_dict({"previous_scores_file": 5})  # another version's state: nothing to pair with
+    assert not evaluator.has_previous
+    assert "clip/delta" not in evaluator.evaluate(checkpoint(0)).values
+    assert _evaluator(tiny_clip_dir).state_dict() == {"previous_scores_file": None}  # no scores_dir, no file
+
+
+def test_join_timeout_must_be_positive_seconds(tiny_clip_dir):
+    for value in (None, 0, -1, "5"):
+        with pytest.raises(ValueError, match="join_timeout"):
+            _evaluator(tiny_clip_dir, join_timeout=value)

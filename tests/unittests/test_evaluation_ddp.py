@@ -114,7 +114,7 @@ def test_a_failure_on_one_rank_raises_on_both_without_a_hang(tiny_clip_dir, tmp_
     _spawn(_failing_worker, (str(tmp_path / "init"), str(tiny_clip_dir), str(tmp_path)))
     assert Path(tmp_path, "rank1.txt").read_text() == "rank 1 ran out of memory"
     assert Path(tmp_path, "rank0.txt").read_text() == (
-        "PromptEvaluator: CLIP scoring failed on 1 other rank(s); see their logs"
+        "PromptEvaluator: rendering and scoring failed on 1 other rank(s); see their logs"
     )
 
 
