@@ -78,6 +78,7 @@ def test_score_txt_prompts_must_match_image_count(image_dir, tiny_clip_dir, tmp_
     assert "2 prompts but 5 images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_score_glob_and_two_devices_match(image_dir, tiny_clip_dir, tmp_path, capsys):
     for i in range(5):
         (image_dir / f"img{i}.txt").write_text(f"caption number {i}")

@@ -46,8 +46,10 @@ def _assert_same(one: list[dict], two: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_one_and_two_processes_print_the_same_scores_and_main_process_only_does_not_hang(tmp_path):
-    one = _run(tmp_path, 1)
-    two = _run(tmp_path, 2, "--output-dir", str(tmp_path / "scores"))
+    from clip_metric.compare import load_run
+
+    one = _run(tmp_path, 1, "--output-dir", str(tmp_path / "scores"))
+    two = _run(tmp_path, 2)
     main_only = _run(tmp_path, 2, "--main-process-only")
     assert {row["processes"] for row in one} == {1}
     assert {row["processes"] for row in two} == {row["processes"] for row in main_only} == {2}
@@ -55,11 +57,6 @@ def test_one_and_two_processes_print_the_same_scores_and_main_process_only_does_
     _assert_same(one, main_only)
     assert "clip/delta" not in one[0] and "clip/delta" in one[1]
     assert one[-1]["clip/mean"] > one[0]["clip/mean"]  # it learns
-
-
-def test_score_files_are_written_for_compare(tmp_path):
-    from clip_metric.compare import load_run
-
-    _run(tmp_path, 1, "--output-dir", str(tmp_path / "scores"))
+    # Score files for clip-metric compare, one per evaluation.
     evaluations = load_run(tmp_path / "scores")
     assert [e.step for e in evaluations] == [0, 10, 20] and all(e.scores.size == 64 for e in evaluations)

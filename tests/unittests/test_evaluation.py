@@ -77,7 +77,7 @@ def test_an_adaptive_evaluation_stops_where_the_reference_interval_first_reaches
     assert int(result.values["clip/count"]) == expected and result.stopped_early == (expected < 200)
     assert result.rounds == BOUNDS.index(expected) + 1
     assert sorted(r.prompt_id for r in result.records) == sorted(order[:expected])  # a prefix of the order
-    assert float(result.values["clip/mean_ci"]) <= target
+    assert float(result.values["clip/mean_ci"]) <= target + BATCHING
 
 
 def test_a_delta_target_stops_on_the_paired_interval(tiny_clip_dir, full_scores):
@@ -95,7 +95,7 @@ def test_a_delta_target_stops_on_the_paired_interval(tiny_clip_dir, full_scores)
     assert 64 < expected
     assert int(second.values["clip/count"]) == expected == int(second.values["clip/delta_count"])
     assert float(second.values["clip/delta"]) == pytest.approx(np.mean(diffs[:expected]), abs=BATCHING)
-    assert float(second.values["clip/delta_ci"]) <= target
+    assert float(second.values["clip/delta_ci"]) <= target + BATCHING
 
 
 def test_a_delta_target_goes_on_to_the_mean_when_the_pairs_run_out(tiny_clip_dir, full_scores):
