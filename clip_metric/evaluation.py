@@ -514,10 +514,10 @@ class PromptEvaluator:
             metric.update(cosines, ids)
             if previous is not None:
                 values = scale_scores(cosines.detach().double().cpu(), self.scale).tolist()
-                for index, value in zip(ids, values):
-                    if index in previous:
-                        d = value - previous[index]
-                        pair_moments += torch.tensor([d, d * d, 1.0], dtype=torch.float64)
+                diffs = [value - previous[index] for index, value in zip(ids, values) if index in previous]
+                if diffs:  # one small tensor per batch, not per sample
+                    d = torch.tensor(diffs, dtype=torch.float64)
+                    pair_moments += torch.stack([d.sum(), (d * d).sum(), torch.tensor(float(d.numel()), dtype=torch.float64)])
             if candidates is not None:
                 candidates.add(images, self.value_range, ids, cosines)
             if advance is not None:

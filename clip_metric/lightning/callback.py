@@ -223,7 +223,7 @@ class ClipScoreCallback(Callback):
         if self._evaluator is not None:
             self._evaluator.owner = "ClipScoreCallback"
         self.target_ci = None if self._evaluator is None else self._evaluator.target_ci
-        self.target = target
+        self.target = target if self._evaluator is None else self._evaluator.target
         self.prompt_library: list[Prompt] = [] if self._evaluator is None else self._evaluator.library
         # The score signature of the last evaluation, on rank 0 (where score files are written).
         self.signature: ScoreSignature | None = None
