@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clip_metric.intervals import DEFAULT_LEVEL, half_width
+from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width
 from clip_metric.records import is_score_file, read_scores
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
@@ -130,11 +130,6 @@ def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
     if len(runs) > 1:
         raise ValueError(f"{run_dir} holds {len(runs)} runs ({', '.join(runs)}); load them with find_runs")
     return next(iter(runs.values()))
-
-
-MIN_PAIRS = 10
-"""Fewest shared prompts a paired interval is given for: below, the spread of the differences is
-too poorly estimated for the interval to mean anything."""
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,16 @@ from statistics import NormalDist
 
 from torch import Tensor
 
-__all__ = ["DEFAULT_LEVEL", "half_width", "moments", "prompts_needed", "t_quantile"]
+__all__ = ["DEFAULT_LEVEL", "MIN_PAIRS", "half_width", "moments", "prompts_needed", "t_quantile"]
 
 DEFAULT_LEVEL = 0.95
 """Confidence level of every interval the package reports."""
+
+MIN_PAIRS = 10
+"""Fewest paired prompts a difference interval is reported for, by the evaluator and by compare
+alike. A t interval covers at any count when differences are normal, but CLIP-score differences
+are skewed (a change often sits in a few prompts), and below about ten pairs the sample spread
+misses that tail often enough for the interval to claim more than it covers."""
 
 # Above this many degrees of freedom the Cornish-Fisher series (error O(dof**-3)) is exact to
 # ~1e-13 and cheaper than the continued fraction, whose length grows with sqrt(dof).
