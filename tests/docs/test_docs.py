@@ -1,5 +1,9 @@
 """The documentation is executable: every Python example in ``docs/*.md`` runs, every link resolves.
 
+Printed output shown in a comment is checked too: where a ``print(...)`` line ends in a comment
+that starts with ``{`` or ``[`` (or the next line is such a comment), what the call printed must
+match the bracketed literal, ``...`` standing for any text (prose after the literal is ignored).
+
 Each fenced ```` ```python ```` block runs on its own (``exec`` in a fresh namespace, with a
 temporary directory as working directory), unless the line right before its opening fence is an
 HTML comment ``<!-- not-run: reason -->`` (hub downloads, GPUs, ``torchrun``, W&B). Blocks that are
@@ -10,7 +14,11 @@ existing headings.
 
 from __future__ import annotations
 
+import builtins
+import doctest
+import io
 import re
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +86,73 @@ def test_docs_exist_and_have_runnable_examples():
     assert len(RUN_BLOCKS) >= 20
 
 
+_PRINT_LINE = re.compile(r"^\s*print\(")
+_COMMENT = re.compile(r"#\s?(?P<text>[\[{].*)$")
+
+
+def _bracketed(text: str) -> str | None:
+    """The balanced ``{...}`` or ``[...]`` literal that ``text`` starts with (quotes respected)."""
+    depth, quote = 0, None
+    for index, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+            if depth == 0:
+                return text[: index + 1]
+    return None
+
+
+def expected_outputs(code: str) -> dict[int, str]:
+    """Line number (1-based, in ``code``) of each ``print`` whose output a comment shows."""
+    lines = code.splitlines()
+    expected = {}
+    for number, line in enumerate(lines, start=1):
+        if not _PRINT_LINE.match(line):
+            continue
+        candidates = [line.partition("  #")[2].strip()]
+        if number < len(lines) and lines[number].lstrip().startswith("#"):
+            candidates.append(lines[number].lstrip()[1:].strip())
+        for candidate in candidates:
+            match = _COMMENT.match("#" + candidate) if candidate[:1] in "[{" else None
+            literal = _bracketed(match["text"]) if match else None
+            if literal:
+                expected[number] = literal
+                break
+    return expected
+
+
 @pytest.mark.parametrize("block", RUN_BLOCKS, ids=lambda b: b.name)
 def test_python_example_runs(block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__main__", "__file__": str(tmp_path / "example.py")}
+    expected = expected_outputs(block.code)
+    printed: dict[int, list[str]] = {}
+
+    def recording_print(*args, **kwargs):
+        frame = sys._getframe(1)
+        if frame.f_code.co_filename == block.name and frame.f_lineno in expected and "file" not in kwargs:
+            buffer = io.StringIO()
+            builtins.print(*args, **kwargs, file=buffer)
+            printed.setdefault(frame.f_lineno, []).append(buffer.getvalue().rstrip("\n"))
+        builtins.print(*args, **kwargs)
+
+    namespace = {"__name__": "__main__", "__file__": str(tmp_path / "example.py"), "print": recording_print}
     exec(compile(block.code, block.name, "exec"), namespace)  # noqa: S102 - the docs' own examples
+    checker = doctest.OutputChecker()
+    for number, literal in expected.items():
+        for output in printed.get(number, []):
+            assert checker.check_output(literal + "\n", output + "\n", doctest.ELLIPSIS), (
+                f"{block.path.name}:{block.line + number}: the comment shows {literal} but the example printed {output}"
+            )
+
+
+def test_printed_output_comments_are_found():
+    code = "print({'a': 1})  # {'a': ...}\nprint([1])\n# [1]: prose\nprint(2)  # 2\n"
+    assert expected_outputs(code) == {1: "{'a': ...}", 2: "[1]"}
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.name)
