@@ -32,6 +32,7 @@ TINY_ARGS = {
     "bench_loaders": [],
     "bench_adaptive": [],
     "bench_score_folder": [],
+    "bench_cmmd": [],
 }
 # Most of a tiny run is single-threaded Python (imports, model loading): a few side by side
 # shorten the wall time on CI's 2 cores without running out of memory. One torch thread each: on
@@ -290,3 +291,16 @@ def test_score_folder_benchmark_compares_decoding_workers(runs: dict[str, Run]) 
         assert _finite(row["seconds"]) and row["seconds"] > 0 and _finite(row["images_per_s"])
     assert variants["workers=0"]["speedup_vs_no_workers"] == 1.0
     assert len(report["targets"]) == 1
+
+
+# --------------------------------------------------------------------------------------- cmmd
+def test_cmmd_benchmark_compares_blocked_with_one_shot(runs: dict[str, Run]) -> None:
+    report = runs["bench_cmmd"].check()
+    assert set(report["methods"]) == {"one-shot", "blocked"}
+    for row in report["methods"].values():
+        assert _finite(row["seconds"]) and row["seconds"] > 0 and _finite(row["value"])
+    # The blocked value is the float64 definition's, whatever the machine's speed.
+    assert report["methods"]["blocked"]["abs_error_vs_float64"] < 1e-6
+    assert report["large"]["n"] == 1000 and _finite(report["large"]["seconds"])
+    assert len(report["targets"]) == 3
+    assert "| blocked |" in runs["bench_cmmd"].stdout
