@@ -21,7 +21,9 @@ from statistics import NormalDist
 
 from torch import Tensor
 
-__all__ = ["DEFAULT_LEVEL", "MIN_PAIRS", "half_width", "moments", "prompts_needed", "t_quantile"]
+__all__ = [
+    "DEFAULT_LEVEL", "MIN_PAIRS", "half_width", "holm", "moments", "p_value", "prompts_needed", "t_cdf", "t_quantile",
+]
 
 DEFAULT_LEVEL = 0.95
 """Confidence level of every interval the package reports."""
@@ -198,3 +200,72 @@ def prompts_needed(
     while t_quantile(0.5 + level / 2, n - 1) * spread / math.sqrt(n) > width:
         n += 1
     return n
+
+
+def t_cdf(value: float, dof: int) -> float:
+    """``P(T <= value)`` for Student's *t* with ``dof`` degrees of freedom (the incomplete beta function).
+
+    Raises:
+        ValueError: for a non-finite ``value`` or ``dof`` below 1.
+
+    Example:
+        >>> round(t_cdf(2.2281, 10), 4)
+        0.975
+    """
+    if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
+        raise ValueError(f"Expected `dof` to be an int of at least 1 but got {dof!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"Expected a number but got {value!r}")
+    if math.isinf(value):
+        return 1.0 if value > 0 else 0.0
+    tail = 0.5 * _regularized_beta(dof / 2.0, 0.5, dof / (dof + value * value))  # P(T > |value|)
+    return 1.0 - tail if value >= 0 else tail
+
+
+def p_value(total: float | Tensor, total_sq: float | Tensor, count: int | Tensor) -> float:
+    """Two-sided *t*-test p-value that the mean of samples with these moments is zero.
+
+    The test that matches :func:`half_width`: the interval excludes zero exactly when the p-value
+    is below ``1 - level``. NaN below two samples; 0 for a non-zero mean without spread.
+
+    Example:
+        >>> round(p_value(*moments([0.01, 0.02, 0.03])), 4)
+        0.0742
+    """
+    n = int(_float(count))
+    if n < 2:
+        return math.nan
+    total, total_sq = _float(total), _float(total_sq)
+    mean = total / n
+    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
+    if variance == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = abs(mean) / math.sqrt(variance / n)
+    return min(1.0, 2.0 * (1.0 - t_cdf(t, n - 1)))
+
+
+def holm(p_values: Iterable[float], level: float = DEFAULT_LEVEL) -> list[tuple[float, bool]]:
+    """Holm's step-down adjustment: ``(adjusted p-value, significant)`` for each p-value, in order.
+
+    Controls the family-wise error rate (the chance of calling any true null "significant") at
+    ``1 - level`` over the whole family, under any dependence between the tests. NaN p-values
+    (too few pairs) are not tested, are never significant, and do not count in the family.
+
+    Raises:
+        ValueError: for a ``level`` outside ``(0, 1)``.
+
+    Example:
+        >>> [(round(p, 3), s) for p, s in holm([0.01, 0.04, 0.03])]
+        [(0.03, True), (0.06, False), (0.06, False)]
+    """
+    alpha = 1.0 - _check_level(level)
+    values = [float(p) for p in p_values]
+    tested = sorted((p, i) for i, p in enumerate(values) if not math.isnan(p))
+    family = len(tested)
+    adjusted = [math.nan] * len(values)
+    running = 0.0
+    for rank, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, (family - rank) * p))  # adjusted p-values never decrease
+        adjusted[index] = running
+    return [(p, (not math.isnan(p)) and p < alpha) for p in adjusted]
