@@ -174,7 +174,8 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
     TSV has no quoting convention (fields cannot hold tabs), so quotes inside TSV fields are kept
     verbatim; CSV uses standard double-quote escaping, parsed strictly (an unclosed quote, or
     text after a closing one, is an error naming the line where its field starts). Blank lines
-    are skipped; a text with no header gives no columns and no rows. Each row is a
+    are skipped, and a byte-order mark starting a line is dropped, as :func:`split_lines` does;
+    a text with no header gives no columns and no rows. Each row is a
     ``{lower-cased column: value}`` dict with the line number it starts on.
 
     Raises:
@@ -182,6 +183,7 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
             (compared case-insensitively), or a row with more fields than the header.
     """
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    text = text.replace("\n\ufeff", "\n")  # a byte-order mark starting a line is no text (see split_lines)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = None
     names: list[str] = []

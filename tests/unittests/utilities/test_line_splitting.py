@@ -65,3 +65,8 @@ def test_score_pairs_one_caption_a_line_when_captions_hold_line_separators(tmp_p
     prompts = sorted((r.file.rsplit("/", 1)[-1], r.prompt) for r in read_scores(out).records)
     assert prompts == [("img0.png", "caption one"), ("img1.png", "caption\u2028two\x0cpart"),
                        ("img2.png", "caption three")]
+
+
+def test_a_byte_order_mark_starting_a_table_row_is_not_part_of_its_first_cell(tmp_path):
+    path = _write(tmp_path / "library.tsv", "Prompt\tCategory\n\ufeffa red fox\tanimals\n\ufeffa blue car\tvehicles\n")
+    assert [(p.text, p.category) for p in load_prompt_library(path)] == [("a red fox", "animals"), ("a blue car", "vehicles")]
