@@ -44,6 +44,12 @@ def _is_pil_image(obj: Any) -> bool:
 
 
 def check_value_range(value_range: Any) -> ValueRange:
+    """``(low, high)`` as floats: finite, ``low < high``, and a width ``high - low`` that neither
+    overflows to inf nor underflows below float64's smallest normal number.
+
+    Raises:
+        ValueError: naming the range and what is wrong with it.
+    """
     try:
         if isinstance(value_range, (str, bytes)):
             raise TypeError
@@ -297,8 +303,10 @@ def standardize_images(
 
     Raises:
         ValueError: for an empty input, wrong rank or channel count, unsupported dtype or
-            storage (nested, sparse, meta), NaN/Inf pixels, integers outside 0-255, or float
-            values outside ``value_range``; each message names the shape, dtype or values.
+            storage (nested, sparse, quantized, meta), NaN/Inf pixels, integers outside 0-255,
+            float values outside ``value_range``, or a ``value_range`` whose width overflows,
+            underflows, or is narrower than the images' float dtype can hold; each message
+            names the shape, dtype, range or values.
 
     Example:
         >>> import torch
