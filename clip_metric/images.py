@@ -11,6 +11,7 @@ against it.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Sequence
@@ -43,6 +44,12 @@ def _is_pil_image(obj: Any) -> bool:
 
 
 def check_value_range(value_range: Any) -> ValueRange:
+    """``(low, high)`` as floats: finite, ``low < high``, and a width ``high - low`` that neither
+    overflows to inf nor underflows below float64's smallest normal number.
+
+    Raises:
+        ValueError: naming the range and what is wrong with it.
+    """
     try:
         if isinstance(value_range, (str, bytes)):
             raise TypeError
@@ -53,6 +60,17 @@ def check_value_range(value_range: Any) -> ValueRange:
         raise ValueError(f"Expected `value_range` with finite bounds but got {value_range!r}")
     if not low < high:
         raise ValueError(f"Expected `value_range` with low < high but got {value_range!r}")
+    width = high - low
+    if not math.isfinite(width):
+        raise ValueError(
+            f"Expected `value_range` whose width (high - low) is a finite number but got {value_range!r}, "
+            "whose width overflows to inf"
+        )
+    if width < sys.float_info.min:
+        raise ValueError(
+            f"Expected `value_range` whose width (high - low) is at least {sys.float_info.min:.3g} but got "
+            f"{value_range!r}, whose width {width!r} underflows"
+        )
     return low, high
 
 
@@ -66,10 +84,18 @@ def _suggest_range(vmin: float, vmax: float) -> str:
     return "clamping the images first (e.g. `images.clamp(-1, 1)`) and value_range=(-1, 1)"
 
 
+# Float dtypes torch reads as they are; other numpy floats (longdouble / float128) are read as float64.
+_NUMPY_TORCH_FLOATS = (np.float16, np.float32, np.float64)
+
+
 def _from_numpy(array: np.ndarray) -> Tensor:
     """Numpy images are channels-last: (H, W), (H, W, C) or (N, H, W, C)."""
     if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"Expected numpy images of an integer (0-255) or float dtype but got {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and array.dtype.type not in _NUMPY_TORCH_FLOATS:
+        # Out-of-range values become inf, which the range check then names.
+        with np.errstate(over="ignore"):
+            array = array.astype(np.float64)
     if np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
         array = _integers_to_uint8(array)
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory (PIL's buffers)
@@ -108,12 +134,14 @@ _PIL_WIDE_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 def pil_to_tensor(image: Any) -> Tensor:
     """A PIL image as a ``(C, H, W)`` tensor, as the Hugging Face processor reads it.
 
-    Transparency (an alpha band, or a palette's transparent colour) is composited onto white;
+    Transparency (an alpha band, straight or premultiplied as in ``"RGBa"``/``"La"``, or a
+    transparent colour) is composited onto white, after Pillow's conversion to ``"RGBA"``;
     16-bit images are rounded to 8 bits (``v * 255 / 65535``); ``"F"`` images are floats and go
     through ``value_range`` like float tensors.
     """
     mode = image.mode
-    if mode in ("RGB", "L"):
+    transparent = image.info.get("transparency") is not None  # a palette's, or an L/RGB colour key
+    if mode in ("RGB", "L") and not transparent:
         return _from_numpy(np.asarray(image))
     if mode in _PIL_WIDE_INTEGER_MODES:
         values = np.asarray(image).astype(np.int64)
@@ -126,10 +154,12 @@ def pil_to_tensor(image: Any) -> Tensor:
     if mode == "F":
         return _from_numpy(np.asarray(image, dtype=np.float32))
     try:
-        if "A" in image.getbands() or image.info.get("transparency") is not None:
+        # "a" is premultiplied alpha (RGBa, La): convert("RGB") would drop it uncomposited.
+        if {"A", "a"} & set(image.getbands()) or transparent:
             from PIL import Image
 
-            rgba = image.convert("RGBA")
+            # Pillow converts "La" to "LA" only; from there to "RGBA" as any other mode.
+            rgba = (image.convert("LA") if mode == "La" else image).convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return _from_numpy(np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))
         return _from_numpy(np.asarray(image.convert("RGB")))
@@ -138,7 +168,12 @@ def pil_to_tensor(image: Any) -> Tensor:
 
 
 def _check_storage(tensor: Tensor) -> None:
-    """Refuse tensors whose pixels cannot be read: nested, sparse or on the meta device."""
+    """Refuse tensors whose pixels cannot be read: nested, sparse, quantized or on the meta device."""
+    if tensor.is_quantized:
+        raise ValueError(
+            f"Expected an image tensor of plain values but got a quantized tensor (dtype {tensor.dtype}); "
+            "call `.dequantize()` first"
+        )
     if getattr(tensor, "is_nested", False):
         raise ValueError("Expected a dense image tensor but got a nested tensor; pass a list of (C, H, W) tensors")
     if tensor.layout != torch.strided:
@@ -179,7 +214,9 @@ def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False)
         images = images.float().div_(255.0)
     else:
         low, high = value_range
-        vmin, vmax = (v.item() for v in torch.aminmax(images.detach().float()))
+        _check_range_fits(images.dtype, value_range)
+        seen = images.detach()
+        vmin, vmax = (v.item() for v in torch.aminmax(seen if seen.dtype == torch.float64 else seen.float()))
         if not (np.isfinite(vmin) and np.isfinite(vmax)):
             raise ValueError("Expected finite pixel values but the images contain NaN or Inf")
         slack = _RANGE_TOLERANCE * (high - low)
@@ -188,13 +225,37 @@ def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False)
                 f"Expected float images with values in value_range={value_range} but got values in "
                 f"[{vmin:.4g}, {vmax:.4g}]; did you mean {_suggest_range(vmin, vmax)}?"
             )
-        images = images.float()
-        if (low, high) != (0.0, 1.0):
-            images = (images - low) / (high - low)
+        if (low, high) == (0.0, 1.0):
+            images = images.float()
+        elif _float32_safe(value_range):
+            images = (images.float() - low) / (high - low)
+        else:  # bounds or width beyond float32 (e.g. (0, 1e-300) on float64 images)
+            images = ((images.double() - low) / (high - low)).float()
         images = images.clamp(0.0, 1.0)
     if channels == 1:
         images = images.expand(-1, 3, -1, -1)
     return images
+
+
+def _float32_safe(value_range: ValueRange) -> bool:
+    """Whether mapping ``value_range`` to [0, 1] in float32 neither overflows nor underflows."""
+    low, high = value_range
+    info = torch.finfo(torch.float32)
+    return max(abs(low), abs(high)) <= info.max / 4 and high - low >= info.tiny * 2**24
+
+
+def _check_range_fits(dtype: torch.dtype, value_range: ValueRange) -> None:
+    """Refuse a range narrower than the float dtype can tell apart from zero (its images are all 0)."""
+    if dtype == torch.float64:
+        return
+    low, high = value_range
+    tiny = torch.finfo(dtype).tiny
+    if high - low < tiny:
+        raise ValueError(
+            f"Expected a `value_range` that {dtype} images can hold but got value_range={value_range}: its width "
+            f"{high - low:.3g} is below {dtype}'s smallest normal number {tiny:.3g}; pass float64 images or "
+            "rescale them to (0, 1)"
+        )
 
 
 def _composite_on_white(images: Tensor, value_range: ValueRange) -> Tensor:
@@ -233,7 +294,7 @@ def standardize_images(
         device: where to put the result; conversion happens after the move, so uint8 data
             travels at a quarter of the float size.
         keep_uint8: return uint8 batches (0-255) as uint8 instead of float, for
-            :class:`ImageTransform`, which resizes them in uint8 on the CPU.
+            :class:`ImageTransform`: they travel to the device at a quarter of the float size.
 
     Returns:
         A list of ``(n_i, 3, H_i, W_i)`` float32 tensors in ``[0, 1]`` (uint8 for uint8 inputs
@@ -242,8 +303,10 @@ def standardize_images(
 
     Raises:
         ValueError: for an empty input, wrong rank or channel count, unsupported dtype or
-            storage (nested, sparse, meta), NaN/Inf pixels, integers outside 0-255, or float
-            values outside ``value_range``; each message names the shape, dtype or values.
+            storage (nested, sparse, quantized, meta), NaN/Inf pixels, integers outside 0-255,
+            float values outside ``value_range``, or a ``value_range`` whose width overflows,
+            underflows, or is narrower than the images' float dtype can hold; each message
+            names the shape, dtype, range or values.
 
     Example:
         >>> import torch
@@ -314,10 +377,9 @@ class ImageTransform:
 
     Resizing uses :func:`torch.nn.functional.interpolate` with ``antialias=True`` (bicubic for
     CLIP, as its processor's ``resample=3`` asks), which follows Pillow's filter on downscaling.
-    uint8 images on the CPU are resized in uint8 with torch's antialiased uint8 kernel (close to
-    Pillow's bicubic filter, not identical: a few pixels differ by 1-2 levels); float images
-    (and uint8 images on a GPU) are resized in float32 and clamped to ``[0, 1]``, with no
-    rounding to uint8 on the way.
+    Every image is resized in float32 and clamped to ``[0, 1]``, uint8 ones too (divided by 255
+    first): a uint8 image and the same image as floats ``/ 255`` give the same pixels, and
+    nothing is rounded to uint8 on the way.
 
     Args:
         shortest_edge: resize so the shorter side has this length (CLIP), or None.
@@ -371,8 +433,10 @@ class ImageTransform:
 
     def __call__(self, images: Tensor) -> Tensor:
         """(N, 3, H, W) float in [0, 1], or uint8 -> normalised float32 model input."""
-        if images.dtype == torch.uint8 and images.device.type != "cpu":
-            images = images.float().div_(255.0)  # uint8 resizing is a CPU kernel
+        if images.dtype == torch.uint8:
+            # One resize path: torch's uint8 kernel rounds (and differs from the float one by
+            # up to a few levels), so uint8 and the same floats / 255 would score differently.
+            images = images.float().div_(255.0)
         height, width = images.shape[-2:]
         new_h, new_w = self.output_size(height, width)
         if new_h * new_w > _MAX_RESIZED_PIXELS:
@@ -381,8 +445,6 @@ class ImageTransform:
             images = self._resize(images, new_h, new_w)
         if self.crop is not None:
             images = _center_crop(images, self.crop)
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
         mean, std = self._constants(images.device)
         return (images - mean) / std
 
@@ -393,8 +455,8 @@ class ImageTransform:
         gigabytes, and only its middle survives the crop. Along such an axis the source is cut
         to a window that starts on a multiple of the resampling period and reaches past the kept
         pixels by the filter's support, so every kept pixel gets the same weights as in a resize
-        of the whole image: uint8 results are identical, float ones agree within float rounding
-        of the kernel positions (about one level in 255), at the cost of the window only.
+        of the whole image: the results agree within float rounding of the kernel positions, at
+        the cost of the window only.
 
         Returns:
             The resized image, cut to the crop along the long axis (not yet along the other).
@@ -428,9 +490,8 @@ class ImageTransform:
 
     def _resize(self, images: Tensor, height: int, width: int) -> Tensor:
         antialias = self.interpolation != "nearest"
-        # uint8 on the CPU: torch's antialiased uint8 kernel, ~10x faster than float.
         images = F.interpolate(images, size=(height, width), mode=self.interpolation, antialias=antialias)
-        return images.clamp_(0.0, 1.0) if images.is_floating_point() else images
+        return images.clamp_(0.0, 1.0)
 
     def _constants(self, device: torch.device) -> tuple[Tensor, Tensor]:
         # Built once per device: a fresh torch.tensor(..., device="cuda") is a blocking copy.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import weakref
 from typing import Any, Sequence
 
 import torch
@@ -17,6 +19,16 @@ from clip_metric.utilities.constants import DEFAULT_MODEL, DEFAULT_PREFIX
 
 
 _ENCODER_DEFAULTS = {"precision": "auto", "attention_policy": "restore", "text_cache_size": 100_000}
+
+# A number per encoder object in this process: metrics sharing an encoder may share states.
+_ENCODER_NUMBERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NEXT_NUMBER = itertools.count()
+
+
+def _encoder_number(encoder: ClipEncoder) -> int:
+    if encoder not in _ENCODER_NUMBERS:
+        _ENCODER_NUMBERS[encoder] = next(_NEXT_NUMBER)
+    return _ENCODER_NUMBERS[encoder]
 
 
 class ClipScore(ScoreStatistics):
@@ -95,7 +107,32 @@ class ClipScore(ScoreStatistics):
             encoder_kwargs = {}
         # Stored outside nn.Module's registry on purpose: no weights in state_dict()/parameters().
         object.__setattr__(self, "_encoder", ClipEncoder.build(model_name_or_path, processor, **encoder_kwargs))
+        self._register_settings()
 
+    def _settings_key(self) -> str:
+        # Another encoder or value_range reads the same images differently: never one compute group.
+        encoder = self.__dict__.get("_encoder")  # None while ScoreStatistics.__init__ runs
+        if encoder is None:
+            return super()._settings_key()
+        return f"{super()._settings_key()}|encoder={_encoder_number(encoder)}|value_range={self.value_range}"
+
+    def merge_state(self, incoming_state: Any) -> None:
+        """Merge another metric's states; refused across CLIP models, scales, prefixes or ``keep_scores``.
+
+        Raises:
+            ValueError: if ``incoming_state`` is a :class:`ClipScore` of another CLIP model (its
+                weights, for a local or preloaded one) or of different settings.
+        """
+        if isinstance(incoming_state, ClipScore) and incoming_state._encoder is not self._encoder:
+            from clip_metric.signature import model_fingerprint
+
+            mine, theirs = model_fingerprint(self._encoder), model_fingerprint(incoming_state._encoder)
+            if mine != theirs:
+                raise ValueError(
+                    f"Expected a metric of the same CLIP model to merge but got model {theirs!r} into {mine!r}: "
+                    "scores of different models are not comparable"
+                )
+        super().merge_state(incoming_state)
 
     @property
     def encoder(self) -> ClipEncoder:

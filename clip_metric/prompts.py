@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final, Union
 
 from clip_metric.utilities.checks import check_optional_positive_int
-from clip_metric.utilities.readers import iter_jsonl, parse_json, read_table, read_text
+from clip_metric.utilities.readers import iter_jsonl, parse_json, read_table, read_text, split_lines
 
 __all__ = [
     "BUILTIN_LIBRARIES",
@@ -35,6 +35,7 @@ __all__ = [
     "PromptSource",
     "balanced_order",
     "builtin_prompts",
+    "bundled_library_name",
     "load_prompt_library",
     "prompt_seed",
     "select_prompts",
@@ -340,7 +341,7 @@ def _from_sequence(builder: _Builder, data: Sequence[Any], where_of: Any) -> Non
 
 
 def _load_txt(path: Path, builder: _Builder) -> None:
-    for number, line in enumerate(_parse(path, str.splitlines), start=1):
+    for number, line in enumerate(_parse(path, split_lines), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -502,6 +503,29 @@ def _builtin(name: str = BUILTIN_LIBRARY) -> tuple[Prompt, ...]:
     return tuple(_load_file(BUILTIN_LIBRARY_PATH))
 
 
+def bundled_library_name(source: Any) -> str | None:
+    """The bundled library ``source`` names, or None when it names none (a path, a list, ...).
+
+    The one rule for every entry point (:func:`load_prompt_library`, the callback,
+    ``clip-metric score --prompts``): ``True`` is ``"default"``, and a string that is a bundled
+    library's name (:data:`BUILTIN_LIBRARIES`, case-sensitive) is that library even when a
+    file or folder of that name is in the working directory; ``"./parti"`` (or a
+    :class:`~pathlib.Path`) names the file.
+
+    Example:
+        >>> from pathlib import Path
+        >>> bundled_library_name("parti"), bundled_library_name("./parti"), bundled_library_name(Path("parti"))
+        ('parti', None, None)
+        >>> bundled_library_name(True), bundled_library_name("Parti")
+        ('default', None)
+    """
+    if source is True:
+        return BUILTIN_LIBRARY
+    if isinstance(source, str) and source in BUILTIN_LIBRARIES:
+        return source
+    return None
+
+
 def builtin_prompts(name: str = BUILTIN_LIBRARY) -> list[Prompt]:
     """Return a library bundled with the package: ``"default"``, ``"parti"`` or ``"geneval"``.
 
@@ -628,8 +652,10 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
     ``source`` may be:
 
     * ``True`` or ``"default"``: the package's own library; ``"parti"``: Parti
-      Prompts; ``"geneval"``: GenEval's prompts (see :func:`builtin_prompts`). To
-      load a file literally named ``default`` (or ``parti``), pass ``"./default"``.
+      Prompts; ``"geneval"``: GenEval's prompts (see :func:`builtin_prompts`), even when
+      a file or folder of that name is in the working directory (see
+      :func:`bundled_library_name`). To load a file literally named ``default`` (or
+      ``parti``), pass ``"./default"``.
     * A list or tuple whose items are prompt strings (ids ``"item-<n>"``, 1-based),
       :class:`Prompt` objects, or objects with a ``"prompt"`` (or ``"text"``) key and
       optional ``"id"`` and ``"category"`` keys.
@@ -637,7 +663,10 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
     * A path (``str`` or :class:`os.PathLike`) to a file, chosen by its extension:
 
       - ``.txt``: one prompt a line; blank lines and lines starting with ``#`` are
-        skipped; ids are ``"line-<n>"`` with ``n`` the 1-based line number.
+        skipped; ids are ``"line-<n>"`` with ``n`` the 1-based line number. Lines end at
+        ``"\\n"`` only (a form feed or U+2028 inside a line is part of its prompt), and a
+        byte-order mark at the start of any line is removed (see
+        :func:`~clip_metric.utilities.readers.split_lines`).
       - ``.json``: an object in one of the dict shapes above (the format of
         SimpleTuner's ``user_prompt_library``) or a list as above. Other fields of
         entry objects with string, number or boolean values become tags (lists and
@@ -691,10 +720,9 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
             "check for it before calling load_prompt_library, or pass True / 'default' "
             "for the built-in library"
         )
-    if source is True:
-        prompts = builtin_prompts()
-    elif isinstance(source, str) and source in BUILTIN_LIBRARIES:
-        prompts = builtin_prompts(source)
+    bundled = bundled_library_name(source)
+    if bundled is not None:
+        prompts = builtin_prompts(bundled)
     elif isinstance(source, (str, os.PathLike)):
         prompts = _load_file(Path(os.fspath(source)))
     elif isinstance(source, Mapping):

@@ -9,6 +9,7 @@ command line feed it from their own encoder).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Sequence
 
@@ -71,6 +72,24 @@ def check_cosines(scores: Any) -> Tensor:
     return values.clamp(-1.0, 1.0)
 
 
+def _keep_own(stacked: Tensor) -> Tensor:
+    """Reduction of the settings state: the metric's own (``merge_state`` stacks theirs, mine)."""
+    return stacked[-1]
+
+
+def _settings_code(key: str) -> Tensor:
+    """A settings description as a state torchmetrics compares: 16 digest bytes, 0-255 each.
+
+    Small integers, so ``torch.allclose`` (how ``MetricCollection`` finds compute groups) tells
+    any two keys apart.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).digest()[:16]
+    return torch.tensor(list(digest), dtype=torch.float64)
+
+
+_SETTINGS_STATE = "settings_code"
+
+
 class ScoreStatistics(Metric):
     r"""Mean (with its 95% interval), min, max, std and count of per-sample CLIP cosines, exact across DDP ranks.
 
@@ -84,7 +103,13 @@ class ScoreStatistics(Metric):
 
     The states stay float64 (count int64) whatever dtype cast the module holding the metric gets
     (``module.to(torch.bfloat16)``, ``Trainer(precision="bf16-true")``): a bf16 sum of
-    thousands of scores would lose the digits being compared.
+    thousands of scores would lose the digits being compared. A ``state_dict`` whose states were
+    cast (a float16 checkpoint) is cast back on load, with a warning that digits were lost.
+
+    In a ``MetricCollection(compute_groups=True)``, metrics of different settings (``scale``; for
+    :class:`~clip_metric.ClipScore` also the CLIP encoder and ``value_range``) never share
+    states, even when their first batch gives equal ones: a small state, ``settings_code``,
+    describes the settings. It is never synced across ranks nor loaded from a checkpoint.
 
     Raises:
         ValueError: for an unknown ``scale``, a non-string ``prefix`` or a non-bool ``keep_scores``.
@@ -124,6 +149,15 @@ class ScoreStatistics(Metric):
         if self.keep_scores:
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("ids", [], dist_reduce_fx="cat")
+        self._register_settings()
+
+    def _settings_key(self) -> str:
+        """What, besides the samples, decides the states: metrics with different keys never share them."""
+        return f"{type(self).__qualname__}|scale={self.scale}"
+
+    def _register_settings(self) -> None:
+        """(Re)state the settings code; subclasses call it once their settings are known."""
+        self.add_state(_SETTINGS_STATE, _settings_code(self._settings_key()), dist_reduce_fx=_keep_own)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ScoreStatistics:
         # Device moves apply; dtype casts do not: every state (and its default, and a cached
@@ -206,7 +240,42 @@ class ScoreStatistics(Metric):
                 self.scores = [torch.zeros(0, dtype=torch.float64, device=self.total.device)]
             if len(self.ids) == 0:
                 self.ids = [torch.zeros(0, dtype=torch.long, device=self.total.device)]
-        super()._sync_dist(*args, **kwargs)
+        # The settings code is local (it may name a process's own encoder): no collective for it.
+        reductions = self._reductions
+        self._reductions = {name: fx for name, fx in reductions.items() if name != _SETTINGS_STATE}
+        try:
+            super()._sync_dist(*args, **kwargs)
+        finally:
+            self._reductions = reductions
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The settings code describes this metric, not the saved one (a checkpoint of an older
+        # version has none).
+        state_dict.pop(prefix + _SETTINGS_STATE, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._restore_state_dtypes()
+
+    def _restore_state_dtypes(self) -> None:
+        """States loaded in another dtype (a float16 checkpoint) go back to float64 / int64."""
+        lowered = []
+        for name, default in self._defaults.items():
+            value = getattr(self, name)
+            if isinstance(default, Tensor):
+                wanted = default.dtype
+                if isinstance(value, Tensor) and value.dtype != wanted:
+                    lowered.append(f"{name} ({value.dtype})")
+                    setattr(self, name, value.to(dtype=wanted))
+            elif isinstance(value, list):
+                wanted = torch.long if name == "ids" else torch.float64
+                if any(isinstance(item, Tensor) and item.dtype != wanted for item in value):
+                    lowered.append(f"{name} ({next(i.dtype for i in value if i.dtype != wanted)})")
+                    setattr(self, name, [item.to(dtype=wanted) for item in value])
+        if lowered:
+            rank_zero_warn(
+                f"{type(self).__name__}.load_state_dict: states {', '.join(lowered)} were cast back to "
+                "float64 / int64; digits lost to the lower precision they were saved in stay lost",
+                UserWarning,
+            )
 
     def compute(self) -> dict[str, Tensor]:
         """``{prefix + "mean"|"mean_ci"|"min"|"max"|"std"|"count"}`` over every sample on every rank.
@@ -240,10 +309,16 @@ class ScoreStatistics(Metric):
         return ids, scores
 
     def merge_state(self, incoming_state: Any) -> None:
-        """Merge another metric's states; refused across scales, prefixes or ``keep_scores``."""
+        """Merge another metric's states; refused across scales, prefixes or ``keep_scores``.
+
+        A dict of states (``other.metric_state``, or one saved without ``settings_code``) is
+        merged as well.
+        """
         if isinstance(incoming_state, ScoreStatistics):
             for name in ("scale", "prefix", "keep_scores"):
                 mine, theirs = getattr(self, name), getattr(incoming_state, name)
                 if mine != theirs:
                     raise ValueError(f"Expected a metric with {name}={mine!r} to merge but got {name}={theirs!r}")
+        elif isinstance(incoming_state, dict) and _SETTINGS_STATE not in incoming_state:
+            incoming_state = {**incoming_state, _SETTINGS_STATE: getattr(self, _SETTINGS_STATE)}
         super().merge_state(incoming_state)

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip_metric.prompts import BUILTIN_LIBRARIES, builtin_prompts
-from clip_metric.utilities.readers import file_problem, iter_jsonl, located, parse_json, read_table, read_text
+from clip_metric.prompts import builtin_prompts, bundled_library_name
+from clip_metric.utilities.readers import file_problem, iter_jsonl, located, parse_json, read_table, read_text, split_lines
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 _TEXT_FIELDS = ("text", "prompt", "caption")
@@ -159,12 +159,13 @@ def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.Pat
             differs from the number of images.
     """
     pairs = Pairs()
-    if isinstance(prompts_file, str) and prompts_file in BUILTIN_LIBRARIES and not Path(prompts_file).exists():
-        return _pair_with_library(images, prompts_file)
+    library = bundled_library_name(prompts_file)  # a bundled name is the library, never ./parti
+    if library is not None:
+        return _pair_with_library(images, library)
     if prompts_file is not None:
         path = Path(prompts_file)
         if path.suffix.lower() == ".txt":
-            lines = [line.strip() for line in read_text(path, "prompts file").splitlines() if line.strip()]
+            lines = [line.strip() for line in split_lines(read_text(path, "prompts file")) if line.strip()]
             if len(lines) != len(images):
                 raise ValueError(f"{path} has {len(lines)} prompts but {len(images)} images were given")
             pairs.images, pairs.prompts = list(images), lines

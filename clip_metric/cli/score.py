@@ -20,7 +20,7 @@ from clip_metric.cli._common import (
     resolve_model,
     stderr,
 )
-from clip_metric.prompts import BUILTIN_LIBRARIES
+from clip_metric.prompts import bundled_library_name
 from clip_metric.utilities.constants import DEFAULT_MODEL, STAT_NAMES
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
@@ -149,7 +149,7 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
         return None
     from clip_metric.signature import signature_of
 
-    library = args.prompts if args.prompts in BUILTIN_LIBRARIES else "captions"
+    library = bundled_library_name(args.prompts) or "captions"
     scored = [prompts[i] for i in sorted(set(ids.tolist()))]  # unreadable images are not in the signature
     signature = signature_of(encoder, scale=metric.scale, library=library, texts=scored)
     return {
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     interval = mean_interval(scores)
     if output is not None:
-        library = args.prompts if args.prompts in BUILTIN_LIBRARIES else None
+        library = bundled_library_name(args.prompts)
         _write(output, result["ids"], scores, pairs, result["signature"], library)
     if args.json:
         import json

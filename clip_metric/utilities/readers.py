@@ -134,14 +134,36 @@ def parse_json(text: str, path: str | os.PathLike, first_line: int = 1) -> Any:
         raise located(path, first_line, f"invalid JSON: {err} is not a number JSON allows") from None
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of a text, the one line splitter of every line-based reader.
+
+    Lines end at ``"\\n"`` only, and one ``"\\r"`` before it goes with it (Windows files):
+    :meth:`str.splitlines` would also split at a form feed, U+0085, U+2028 or U+2029, which
+    prompts and JSON strings may hold, and number the lines differently from every editor. A
+    byte-order mark at the start of a line (files joined with ``cat``, each written with one)
+    is removed: it is never part of the text. ``text.count("\\n")`` numbers lines the same way.
+
+    Example:
+        >>> split_lines("a red fox\\u2028in snow\\r\\n\\ufeffa cat\\f\\n")
+        ['a red fox\\u2028in snow', 'a cat\\x0c', '']
+    """
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.startswith("\ufeff"):
+            line = line[1:]
+        lines[index] = line
+    return lines
+
+
 def iter_jsonl(text: str, path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """``(line_number, value)`` for every non-blank line of a JSON Lines text.
 
-    Lines end at ``"\\n"`` only (JSON Lines' separator; a ``"\\r"`` before it is JSON whitespace):
-    :meth:`str.splitlines` would also split inside strings holding U+0085, U+2028 or U+2029,
-    which JSON writers leave unescaped.
+    Lines are those of :func:`split_lines` (JSON Lines' separator is ``"\\n"``; a string may
+    hold U+2028 unescaped).
     """
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if line.strip():
             yield number, parse_json(line, path, first_line=number)
 
@@ -152,7 +174,8 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
     TSV has no quoting convention (fields cannot hold tabs), so quotes inside TSV fields are kept
     verbatim; CSV uses standard double-quote escaping, parsed strictly (an unclosed quote, or
     text after a closing one, is an error naming the line where its field starts). Blank lines
-    are skipped; a text with no header gives no columns and no rows. Each row is a
+    are skipped, and a byte-order mark starting a line is dropped, as :func:`split_lines` does;
+    a text with no header gives no columns and no rows. Each row is a
     ``{lower-cased column: value}`` dict with the line number it starts on.
 
     Raises:
@@ -160,6 +183,7 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
             (compared case-insensitively), or a row with more fields than the header.
     """
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    text = text.replace("\n\ufeff", "\n")  # a byte-order mark starting a line is no text (see split_lines)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = None
     names: list[str] = []
