@@ -478,6 +478,10 @@ def plot_runs(
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are integers: no 0.2 ticks
+    low, high = axes.get_xlim()
+    if high - low < 2:  # one step: a range holding whole numbers to tick
+        middle = (low + high) / 2
+        axes.set_xlim(middle - 1, middle + 1)
     axes.set_xlabel("step")
     axes.set_ylabel("clip/mean")
     axes.set_title(f"CLIP score per evaluation ({level * 100:g}% interval of the mean)")
