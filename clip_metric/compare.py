@@ -1,7 +1,8 @@
 """Compare training runs by their saved per-prompt CLIP scores, with honest intervals.
 
 ``ClipScoreCallback`` writes one ``clip_scores/step-XXXXXXXX.jsonl`` per evaluation, in the
-schema of :mod:`clip_metric.records`. Two runs evaluated on the same prompts and seeds can be compared
+schema of :mod:`clip_metric.records` (as do ``PromptEvaluator``, ``clip-metric eval`` and
+``clip-metric score --output``); :func:`find_runs` finds them by their header. Two runs evaluated on the same prompts and seeds can be compared
 *paired*: the difference of means is the mean of per-prompt differences, and the *t* interval
 of those differences (:mod:`clip_metric.intervals`, the statistics the callback logs as
 ``clip/delta`` and ``clip/delta_ci``) is its 95% interval. That is what tells whether ``.33``
