@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "runs", nargs="+",
         help="run directories (searched for score files, any name, in any folder) or score files; the first is the base",
     )
-    parser.add_argument("--plot", help="write a PNG of clip/mean against step for every run")
+    parser.add_argument(
+        "--plot", help="write a plot of clip/mean against step for every run (PNG, or the format the extension names)"
+    )
     parser.add_argument("--level", type=_level, default=0.95, help="interval level, in (0, 1)")
     parser.add_argument(
         "--allow-different-signatures", action="store_true",
