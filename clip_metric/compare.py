@@ -1,7 +1,8 @@
 """Compare training runs by their saved per-prompt CLIP scores, with honest intervals.
 
 ``ClipScoreCallback`` writes one ``clip_scores/step-XXXXXXXX.jsonl`` per evaluation, in the
-schema of :mod:`clip_metric.records`. Two runs evaluated on the same prompts and seeds can be compared
+schema of :mod:`clip_metric.records` (as do ``PromptEvaluator``, ``clip-metric eval`` and
+``clip-metric score --output``); :func:`find_runs` finds them by their header. Two runs evaluated on the same prompts and seeds can be compared
 *paired*: the difference of means is the mean of per-prompt differences, and the *t* interval
 of those differences (:mod:`clip_metric.intervals`, the statistics the callback logs as
 ``clip/delta`` and ``clip/delta_ci``) is its 95% interval. That is what tells whether ``.33``
@@ -12,14 +13,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import re
+import stat
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width
-from clip_metric.records import is_score_file, read_scores
+from clip_metric.records import FORMAT, is_score_file, read_scores
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
 
@@ -32,19 +37,25 @@ class Evaluation:
     keys: tuple[tuple[str, str, int | None], ...]
     scores: np.ndarray
     signature: dict | None = None
+    header: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def mean(self) -> float:
         return float(self.scores.mean()) if self.scores.size else math.nan
 
     def summary(self) -> dict[str, float]:
-        """``clip/mean``, ``clip/min``, ``clip/max``, ``clip/std`` (population) and ``clip/count``."""
-        s = self.scores
-        if not s.size:
-            return {"clip/mean": math.nan, "clip/min": math.nan, "clip/max": math.nan, "clip/std": math.nan,
-                    "clip/count": 0}
-        return {"clip/mean": float(s.mean()), "clip/min": float(s.min()), "clip/max": float(s.max()),
-                "clip/std": float(s.std()), "clip/count": int(s.size)}
+        """``clip/mean``, ``clip/mean_ci``, ``clip/min``, ``clip/max``, ``clip/std`` (population) and ``clip/count``.
+
+        The statistics the callback logs (:func:`clip_metric.functional.summarize_scores`); NaN
+        but the count for an evaluation without rows, ``clip/mean_ci`` NaN below two.
+        """
+        import torch
+
+        from clip_metric.functional import summarize_scores
+
+        summary = {k: float(v) for k, v in summarize_scores(torch.from_numpy(self.scores)).items()}
+        summary["clip/count"] = int(summary["clip/count"])
+        return summary
 
     def mean_interval(self, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
         """The *t* interval of the mean over prompts (as ``clip/mean_ci``); a point below 2 prompts."""
@@ -75,48 +86,199 @@ def read_scores_file(path: str | os.PathLike) -> Evaluation:
     """Read one score file (see :mod:`clip_metric.records`) as an :class:`Evaluation`.
 
     Raises:
-        ValueError: for a malformed or incomplete file, naming the file and line.
+        FileNotFoundError: if there is no file.
+        ValueError: for a malformed or incomplete file, naming the file and line; for a path that
+            is not a regular file (a FIFO, a device); for a malformed score signature, naming
+            the fields.
     """
+    from clip_metric.signature import ScoreSignature
+
     scores = read_scores(path)
     step = 0 if scores.step is None else scores.step  # files from clip-metric score: one evaluation
     keys = tuple(record.key for record in scores.records)
     values = np.asarray([record.score for record in scores.records], dtype=np.float64)
     signature = scores.header.get("signature")
-    return Evaluation(step, scores.path, keys, values, dict(signature) if isinstance(signature, dict) else None)
+    if signature is not None:
+        # Checked here, once: a malformed signature is named with its file, not compared as text.
+        if not isinstance(signature, Mapping):
+            raise ValueError(f"{scores.path}: malformed score signature (expected an object but got {signature!r})")
+        try:
+            ScoreSignature.from_dict(signature)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{scores.path}: malformed score signature ({err})") from None
+        signature = dict(signature)
+    return Evaluation(step, scores.path, keys, values, signature, dict(scores.header))
+
+
+# ``step-00000100.jsonl``, ``step-00000100-3.jsonl``: the evaluator's names, a suffix per
+# further evaluation at one step, in the order they were written.
+_STEP_NAME = re.compile(r"step-\d+(?:-(\d+))?\.[^.]+$")
+
+
+def _write_order(path: Path) -> tuple[int, int, str]:
+    """Where a file stands among its folder's evaluations at one step: suffix, then time written."""
+    match = _STEP_NAME.fullmatch(path.name)
+    suffix = int(match.group(1)) if match and match.group(1) else 0
+    try:
+        written = os.stat(path).st_mtime_ns
+    except OSError:
+        written = 0
+    return suffix, written, path.name
+
+
+def _score_files(root: Path) -> list[Path]:
+    """Every score file under ``root`` (recognised by its header, whatever its name), sorted.
+
+    Links to folders are followed once (a loop is not walked twice); a FIFO, a device, a socket
+    or a dangling link is never opened and is skipped with a warning naming it; a file being
+    written (the writer's hidden temporary) is left alone.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            info = os.stat(folder)
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as err:
+            warnings.warn(f"{folder} cannot be read ({err.strerror or err}); its score files are skipped", stacklevel=3)
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as err:
+                kind = "a dangling symbolic link" if entry.is_symlink() else f"unreadable ({err.strerror or err})"
+                warnings.warn(f"{path} is {kind}; skipped", stacklevel=3)
+                continue
+            if stat.S_ISDIR(mode):
+                pending.append(path)
+            elif not stat.S_ISREG(mode):
+                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+                warnings.warn(f"{path} is {kind}, not a regular file; skipped", stacklevel=3)
+            elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                continue  # a score file being written (it is renamed into place when complete)
+            elif is_score_file(path):
+                found.append(path)
+    return sorted(found)
+
+
+def _paired_file(evaluation: Evaluation) -> tuple[str, int | None] | None:
+    """The score file (and its step) this evaluation was paired with, from its header's ``paired_with``."""
+    paired = evaluation.header.get("paired_with")
+    if not isinstance(paired, Mapping) or not isinstance(paired.get("file"), str) or not paired["file"]:
+        return None
+    step = paired.get("step")
+    return paired["file"], step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _continued_runs(root: Path, folders: dict[Path, list[Evaluation]]) -> dict[Path, Path]:
+    """``{folder: folder it continues}``: a folder whose first evaluation pairs with another folder's file.
+
+    That is a resumed run: the evaluator reads the previous evaluation's score file back from the
+    checkpoint, and the logger starts a new folder (``version_1``). The file is found by its path,
+    or, for a tree moved since, by its path below ``root``. ``clip-metric eval`` pairs each
+    pipeline with the one before: its folders stay separate runs.
+    """
+    by_path: dict[Path, tuple[Path, Evaluation]] = {}
+    by_tail: dict[tuple[str, ...], tuple[Path, Evaluation]] = {}
+    for folder, evaluations in folders.items():
+        for evaluation in evaluations:
+            by_path[evaluation.path.resolve()] = (folder, evaluation)
+            by_tail[evaluation.path.relative_to(root).parts] = (folder, evaluation)
+    continued = {}
+    for folder, evaluations in folders.items():
+        first = evaluations[0]
+        paired = _paired_file(first)
+        if paired is None or first.header.get("stage") == "eval":
+            continue
+        target = Path(paired[0])
+        try:
+            match = by_path.get(target.resolve())
+        except (OSError, RuntimeError):  # a link loop
+            match = None
+        if match is None:
+            tails = [target.parts[-k:] for k in range(len(target.parts), 0, -1)]
+            match = next((by_tail[tail] for tail in tails if tail in by_tail), None)
+        if match is None or match[0] == folder or (paired[1] is not None and paired[1] != match[1].step):
+            continue
+        continued[folder] = match[0]
+    return continued
 
 
 def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
-    """Every run saved under ``path``: one per ``clip_scores`` folder, evaluations ordered by step.
+    """Every run saved under ``path``: one per folder of score files, evaluations in the order they were made.
+
+    Score files are recognised by their header, whatever their name (the callback's
+    ``step-XXXXXXXX.jsonl``, ``clip-metric score --output`` files of any name, ``.csv`` ones);
+    ``path`` may also be one score file, a run of one evaluation.
 
     A logger's ``version_0``, ``version_1``, ... are separate runs, and so is a run nested inside
     another's folder, or the files of a second callback (``clip_scores/clip-parti``): each folder
-    holding score files is one run. With one run it is named after ``path``; with several,
-    ``<path name>/<folder relative to path>`` (``clip_scores`` left out of the name).
+    holding score files is one run, except a resumed run: a folder whose first evaluation was
+    paired with a file of another folder found here (its header's ``paired_with``, written by
+    the evaluator after a resume) continues that folder's run. With one run it is named after
+    ``path``; with several, ``<path name>/<folder relative to path>`` (``clip_scores`` left out
+    of the name; a continued run keeps its first folder's name).
+
+    Evaluations are ordered by step; at one step, by the writer's suffix
+    (``step-00000100.jsonl``, then ``-1``, ``-2``, ... ``-11``), then by the time written, and a
+    continuing folder's after the folder it continues: the last one is the newest. A FIFO, a
+    device or a dangling link among the files is skipped with a warning naming it.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist or holds no score files.
-        ValueError: for a malformed or incomplete score file, naming the file and line.
+        ValueError: for a malformed or incomplete score file, naming the file and line; for a
+            ``path`` that is not a regular file or a folder.
     """
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"Run directory not found: {path}")
-    folders: dict[Path, list[Path]] = {}
-    for file in sorted(path.rglob("step-*.jsonl")):
-        if is_score_file(file):  # a callback's prefix sub-folder, a custom scores_dir: any folder counts
-            folders.setdefault(file.parent, []).append(file)
+    if not path.is_dir():
+        evaluation = read_scores_file(path)  # one file: refused with its reason if it is not a score file
+        return {path.name: [evaluation]}
+    folders: dict[Path, list[Evaluation]] = {}
+    for file in _score_files(path):
+        folders.setdefault(file.parent, []).append(read_scores_file(file))
     if not folders:
         raise FileNotFoundError(
-            f"No per-prompt score files (step-*.jsonl, in any folder) under {path}; they are written by "
-            f"ClipScoreCallback(save_scores=True) into {SCORES_DIRNAME}/, PromptEvaluator(scores_dir=...), "
+            f"No per-prompt score files (files with a {FORMAT!r} header, in any folder) under {path}; they are "
+            f"written by ClipScoreCallback(save_scores=True) into {SCORES_DIRNAME}/, PromptEvaluator(scores_dir=...), "
             "clip-metric eval --output-dir and clip-metric score --output"
         )
+    for evaluations in folders.values():
+        evaluations.sort(key=lambda e: (e.step, *_write_order(e.path)))
+    continued = _continued_runs(path, folders)
+    chains: dict[Path, list[Path]] = {}
+    for folder in sorted(folders):
+        first, seen = folder, [folder]
+        while first in continued and continued[first] not in seen:  # a cycle ends where it closes
+            first = continued[first]
+            seen.append(first)
+        chains.setdefault(first, []).append(folder)
     base = path.resolve().name or str(path)
     runs = {}
-    for folder, files in sorted(folders.items()):
-        parts = [part for part in folder.relative_to(path).parts if part != SCORES_DIRNAME]
-        name = base if len(folders) == 1 or not parts else f"{base}/{'/'.join(parts)}"
-        runs[name] = sorted((read_scores_file(f) for f in files), key=lambda e: (e.step, str(e.path)))
+    for first, members in sorted(chains.items()):
+        parts = [part for part in first.relative_to(path).parts if part != SCORES_DIRNAME]
+        name = base if len(chains) == 1 or not parts else f"{base}/{'/'.join(parts)}"
+        generation = {folder: len(_ancestors(folder, continued)) for folder in members}
+        runs[name] = sorted(
+            (e for folder in members for e in folders[folder]),
+            key=lambda e: (e.step, generation[e.path.parent], *_write_order(e.path)),
+        )
     return runs
+
+
+def _ancestors(folder: Path, continued: dict[Path, Path]) -> list[Path]:
+    chain = []
+    while folder in continued and continued[folder] not in chain and continued[folder] != folder:
+        folder = continued[folder]
+        chain.append(folder)
+    return chain
 
 
 def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
@@ -207,7 +369,15 @@ def read_tensorboard_history(run_dir: str | os.PathLike, prefix: str = "clip/") 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rows: dict[int, dict[str, float]] = {}
-    for events in sorted({p.parent for p in Path(run_dir).rglob("events.out.tfevents.*")}):
+    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        # One file at a time, regular files only: a FIFO among them would block the reader.
+        try:
+            regular = stat.S_ISREG(os.stat(events).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            warnings.warn(f"{events} is not a regular file; skipped", stacklevel=2)
+            continue
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags().get("scalars", []):
@@ -219,7 +389,11 @@ def read_tensorboard_history(run_dir: str | os.PathLike, prefix: str = "clip/") 
 
 
 def signature_differences(a: Evaluation, b: Evaluation) -> list[str] | None:
-    """``"field: a vs b"`` for each signature field that differs; None if either has no signature."""
+    """``"field: a vs b"`` for each signature field that differs; None if either has no signature.
+
+    Raises:
+        ValueError: for a malformed signature, naming its file and the malformed fields.
+    """
     from clip_metric.signature import ScoreSignature
 
     if a.signature is None or b.signature is None:
@@ -233,9 +407,35 @@ def signature_differences(a: Evaluation, b: Evaluation) -> list[str] | None:
     return signatures[0].differences(signatures[1])
 
 
+def mixed_signatures(evaluations: Sequence[Evaluation]) -> list[str]:
+    """How a run's evaluations were scored differently from its last one: ``"step S: field: x vs y; ..."``.
+
+    Empty when every evaluation with a signature has the last one's. A run whose evaluations
+    differ (another CLIP model, precision, prompt set) has a best evaluation and a curve that
+    are not comparable with its last.
+
+    Raises:
+        ValueError: for a malformed signature, naming its file and the malformed fields.
+    """
+    last = evaluations[-1]
+    out = []
+    for evaluation in evaluations[:-1]:
+        differences = signature_differences(evaluation, last)
+        if differences:
+            out.append(f"step {evaluation.step} ({evaluation.path.name}): {'; '.join(differences)}")
+    return out
+
+
 def best_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation:
-    """The evaluation with the highest mean (the earliest on ties)."""
-    return max(evaluations, key=lambda e: (e.mean, -e.step))
+    """The evaluation with the highest mean (the earliest on ties).
+
+    An evaluation without rows has no mean and is never the best, unless every one is empty
+    (then the last is returned).
+    """
+    scored = [e for e in evaluations if e.scores.size]
+    if not scored:
+        return evaluations[-1]
+    return max(scored, key=lambda e: (e.mean, -e.step))
 
 
 def plot_runs(
@@ -276,13 +476,46 @@ def plot_runs(
     for k, (name, history) in enumerate((logged or {}).items(), start=len(runs)):
         axes.plot([r["step"] for r in history], [r["clip/mean"] for r in history], marker=markers[k % len(markers)],
                   linestyle=styles[k % len(styles)], label=f"{name} (no interval)")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are integers: no 0.2 ticks
+    low, high = axes.get_xlim()
+    if high - low < 2:  # one step: a range holding whole numbers to tick
+        middle = (low + high) / 2
+        axes.set_xlim(middle - 1, middle + 1)
     axes.set_xlabel("step")
     axes.set_ylabel("clip/mean")
     axes.set_title(f"CLIP score per evaluation ({level * 100:g}% interval of the mean)")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    out = Path(out)
-    figure.savefig(out, dpi=120)
-    plt.close(figure)
-    return out
+    try:
+        _save_figure(figure, Path(out))
+    finally:
+        plt.close(figure)
+    return Path(out)
+
+
+def _save_figure(figure: Any, out: Path) -> None:
+    """Save atomically: a temporary file beside ``out``, renamed over it (a link at ``out`` is replaced, never followed)."""
+    from clip_metric.records import _create_temporary
+
+    if out.is_dir():
+        raise ValueError(f"Expected a file name for the plot but {out} is a directory")
+    if os.path.lexists(out) and not out.is_symlink() and not out.is_file():
+        raise ValueError(f"Expected a regular file (or a new name) for the plot but {out} is not a regular file")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"Expected an existing folder for the plot but {out.parent} is not one")
+    kind = out.suffix[1:].lower() or "png"
+    supported = figure.canvas.get_supported_filetypes()
+    if kind not in supported:
+        raise ValueError(f"Expected a plot file ending in one of {sorted(supported)} but got {out.name!r}")
+    handle, temporary = _create_temporary(out.parent, out.name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            figure.savefig(stream, format=kind, dpi=120)
+        os.replace(temporary, out)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise

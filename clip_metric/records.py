@@ -11,7 +11,11 @@ then one row per scored prompt::
 The header says how many rows follow, so a reader refuses a file that lost its end; files are
 written to a temporary name and renamed into place, so a kill mid-write leaves the old file (or
 none), and a link planted at the destination is replaced, never followed. ``.csv`` output holds
-the same columns (no header object) for spreadsheets.
+the same columns (no header object) for spreadsheets; its header row (``prompt_id,prompt,seed,
+score,tags,file``) is what marks it as a score file.
+
+Readers open regular files only (a FIFO would block, a link to ``/dev/zero`` never ends) and read
+at most :data:`MAX_FILE_BYTES`.
 
 Row fields: ``prompt_id`` (str), ``prompt`` (str), ``score`` (float on the run's scale, within
 that scale's range: 1 for cosines, 2.5 for CLIPScore, 100 for torchmetrics' scale, or 100 when
@@ -28,20 +32,27 @@ import json
 import math
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clip_metric.utilities.readers import iter_jsonl, located, read_table, read_text
+from clip_metric.utilities.readers import iter_jsonl, located, read_table
 
 FORMAT = "clip-metric-scores"
 VERSION = 1
 COLUMNS = ("prompt_id", "prompt", "seed", "score", "tags", "file")
 # The largest score each scale can give; a file that does not say its scale may hold any of them.
 SCALE_BOUNDS = {"cosine": 1.0, "clipscore": 2.5, "torchmetrics": 100.0}
+MAX_FILE_BYTES = 1 << 31
+"""The largest score file read (2 GiB, about ten million rows): a bound on memory, whatever the path holds."""
+# A header line is a few hundred bytes; is_score_file reads no further than this to find it.
+_MAX_HEADER_BYTES = 1 << 20
 
-__all__ = ["COLUMNS", "FORMAT", "ScoreFile", "ScoreRecord", "is_score_file", "read_scores", "write_scores"]
+__all__ = [
+    "COLUMNS", "FORMAT", "MAX_FILE_BYTES", "ScoreFile", "ScoreRecord", "is_score_file", "read_scores", "write_scores",
+]
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,25 @@ def _check_record(record: Any, bound: float = 100.0) -> ScoreRecord:
     for name, value in record.tags.items():
         if not isinstance(name, str) or not name or not isinstance(value, str):
             raise ValueError(f"Expected string tags for {record.prompt_id!r} but got {name!r}: {value!r}")
+    texts = [("prompt_id", record.prompt_id), ("prompt", record.prompt), ("file", record.file)]
+    texts += [(f"tag {name!r}", text) for item in record.tags.items() for text in item]
+    for what, text in texts:
+        if text is not None and not _encodable(text):
+            # A lone surrogate (from a file name decoded with surrogateescape, or text cut in
+            # the middle of a pair) has no UTF-8 form: the file could not be written.
+            raise ValueError(
+                f"Expected {what} of prompt {record.prompt_id!r} to be valid Unicode text but got {text!r} "
+                "(it holds a lone surrogate, which UTF-8 cannot encode)"
+            )
     return record
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _checked_rows(records: Iterable[ScoreRecord], bound: float = 100.0) -> list[dict[str, Any]]:
@@ -184,6 +213,28 @@ def _create_temporary(directory: Path, name: str) -> tuple[int, str]:
     raise FileExistsError(f"Could not create a temporary file in {directory}")
 
 
+def _link_exclusive(temporary: str, path: Path) -> None:
+    """Give the written ``temporary`` the name ``path``, failing if ``path`` exists (no race with another writer)."""
+    try:
+        # A hard link fails if the name exists: no check-then-write race with another run.
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        # A file system without hard links (FAT, exFAT, some network and FUSE mounts: EPERM,
+        # ENOTSUP, ...): claim the name with an exclusive create, then rename the full file over
+        # that empty placeholder. Any other failure to link fails the create or the rename too.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        os.close(os.open(path, flags, 0o666))
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(path)
+            raise
+    else:
+        os.unlink(temporary)
+
+
 def write_scores(
     path: str | os.PathLike,
     records: Iterable[ScoreRecord],
@@ -204,11 +255,14 @@ def write_scores(
     Returns:
         The path written.
 
+    With ``exclusive=True`` the name is claimed with a hard link, or, on a file system without
+    hard links, with an exclusive create of the name that the full file is then renamed over.
+
     Raises:
         FileExistsError: with ``exclusive=True``, if ``path`` exists.
         ValueError: for a row the reader would refuse (a non-finite or boolean score, an empty
-            prompt or prompt id, a non-integer seed, the same prompt and seed twice); nothing is
-            written then.
+            prompt or prompt id, a non-integer seed, the same prompt and seed twice) or text
+            UTF-8 cannot encode (a lone surrogate), naming the prompt; nothing is written then.
     """
     path = Path(path)
     if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
@@ -224,17 +278,22 @@ def write_scores(
         lines = [json.dumps(head, ensure_ascii=False, allow_nan=False)]
         lines += [json.dumps(row, ensure_ascii=False, allow_nan=False) for row in rows]
         text = "\n".join(lines) + "\n"
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as err:  # the rows were checked: a header value
+        raise ValueError(
+            f"Expected header values that are valid Unicode text but got {err.object[err.start:err.end]!r} "
+            f"in {dict(header or {})!r} (a lone surrogate, which UTF-8 cannot encode)"
+        ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = _create_temporary(path.parent, path.name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         if exclusive:
-            # A hard link fails if the name exists: no check-then-write race with another run.
-            os.link(temporary, path)
-            os.unlink(temporary)
+            _link_exclusive(temporary, path)
         else:
             os.replace(temporary, path)  # replaces a link at `path`, never writes through it
     except BaseException:
@@ -293,8 +352,60 @@ def _csv_row(row: dict[str, str], path: Path, line: int) -> dict[str, Any]:
     return out
 
 
+def _open_regular(path: Path, what: str = "score file") -> int:
+    """A read-only descriptor of the regular file at ``path``, or an error naming what it is instead.
+
+    The kind is checked before opening (opening a FIFO blocks until a writer comes, a device may
+    act on being opened) and again on the descriptor, in case the name changed in between.
+
+    Raises:
+        FileNotFoundError: if nothing is at ``path`` (a dangling link is named as one).
+        ValueError: for a directory, a FIFO, a device or a socket.
+        OSError: if the file cannot be opened.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(f"{what} {path} is a dangling symbolic link") from None
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    _check_regular(path, info.st_mode, what)
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0))
+    try:
+        _check_regular(path, os.fstat(handle).st_mode, what)
+    except BaseException:
+        os.close(handle)
+        raise
+    return handle
+
+
+def _check_regular(path: Path, mode: int, what: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+    raise ValueError(f"{what} {path} is {kind}, not a regular file")
+
+
+def _read_bounded(handle: int, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of ``handle`` (one more than allowed says it is too long)."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = os.read(handle, min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def is_score_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` starts with a score-file header; reads its first line only.
+    """Whether ``path`` is a regular file that starts with a score-file header; reads its first line only.
+
+    A JSON Lines file's first line is the header object (``"format": "clip-metric-scores"``); a
+    ``.csv`` one's is the column row the writer puts there. A FIFO, a device, a directory or an
+    unreadable path is not a score file (nothing is opened that could block).
 
     Example:
         >>> import tempfile, pathlib
@@ -303,25 +414,64 @@ def is_score_file(path: str | os.PathLike) -> bool:
         >>> is_score_file(path)
         False
     """
+    path = Path(path)
     try:
-        with open(path, encoding="utf-8-sig") as handle:
-            first = handle.readline()
-        return json.loads(first).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        handle = _open_regular(path)
+    except (OSError, ValueError):
         return False
+    try:
+        first = os.read(handle, 64)
+        if first.startswith(b"\xef\xbb\xbf"):
+            first = first[3:]
+        is_csv = path.suffix.lower() == ".csv"
+        if not first.startswith(b"prompt_id" if is_csv else b"{"):
+            return False  # most files of a run's folder (checkpoints, images) stop here
+        head = first + _read_bounded(handle, _MAX_HEADER_BYTES)
+    except OSError:
+        return False
+    finally:
+        os.close(handle)
+    line = head.split(b"\n", 1)[0]
+    if is_csv:
+        return line.rstrip(b"\r").decode("utf-8", "replace") == ",".join(COLUMNS)
+    try:
+        return json.loads(line).get("format") == FORMAT
+    except (ValueError, AttributeError):
+        return False
+
+
+def _read_text(path: Path) -> str:
+    handle = _open_regular(path)
+    try:
+        raw = _read_bounded(handle, MAX_FILE_BYTES)
+    except OSError as err:
+        raise ValueError(f"cannot read score file {path}: {err.strerror or err}") from None
+    finally:
+        os.close(handle)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"score file {path} is larger than {MAX_FILE_BYTES} bytes, the most a score file is read to")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise located(path, line, f"not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 def read_scores(path: str | os.PathLike) -> ScoreFile:
     """Read and check a score file.
 
+    Only a regular file is opened (a FIFO or a device is refused before it could block or
+    fill memory), and at most :data:`MAX_FILE_BYTES` are read.
+
     Raises:
         FileNotFoundError: if there is no file.
         ValueError: naming the file and line, for a missing or foreign header, fewer or more rows
             than the header announces (an incomplete file), a malformed row (non-finite or
-            boolean score, non-integer seed, missing prompt), or the same prompt and seed twice.
+            boolean score, non-integer seed, missing prompt), or the same prompt and seed twice;
+            naming the file, for a path that is not a regular file or a file too large to read.
     """
     path = Path(path)
-    text = read_text(path, "score file")
+    text = _read_text(path)
     if path.suffix.lower() == ".csv":
         _, table = read_table(text, path, ",")
         rows = [(line, _csv_row(row, path, line)) for line, row in table]

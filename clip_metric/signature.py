@@ -74,11 +74,24 @@ class ScoreSignature:
         """Read a signature back from :meth:`as_dict`.
 
         Raises:
-            ValueError: if a field is missing.
+            ValueError: if a field is missing, or holds the wrong type (a number ``model``, a
+                string ``images_per_prompt``: the value and its type are named).
         """
         missing = [name for name in _FIELDS if name not in data]
         if missing:
             raise ValueError(f"Expected a score signature with fields {_FIELDS} but got one without {missing}")
+        # Typed, so that "1" and 1 are never compared (nor printed alike as "1 vs 1").
+        malformed = [
+            f"{name}={data[name]!r} ({type(data[name]).__name__})"
+            for name in _FIELDS
+            if not (isinstance(data[name], int) and not isinstance(data[name], bool) and data[name] >= 1
+                    if name == "images_per_prompt" else isinstance(data[name], str))
+        ]
+        if malformed:
+            raise ValueError(
+                "Expected a score signature of string fields and a positive integer images_per_prompt but got "
+                + ", ".join(malformed)
+            )
         return cls(**{name: data[name] for name in _FIELDS})
 
     def differences(self, other: ScoreSignature) -> list[str]:

@@ -22,8 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare", help="compare runs' per-prompt scores with paired intervals", formatter_class=Formatter
     )
-    parser.add_argument("runs", nargs="+", help="run directories (searched for clip_scores/step-*.jsonl)")
-    parser.add_argument("--plot", help="write a PNG of clip/mean against step for every run")
+    parser.add_argument(
+        "runs", nargs="+",
+        help="run directories (searched for score files, any name, in any folder) or score files; the first is the base",
+    )
+    parser.add_argument(
+        "--plot", help="write a plot of clip/mean against step for every run (PNG, or the format the extension names)"
+    )
     parser.add_argument("--level", type=_level, default=0.95, help="interval level, in (0, 1)")
     parser.add_argument(
         "--allow-different-signatures", action="store_true",
@@ -37,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from clip_metric.compare import (
         best_evaluation,
         find_runs,
+        mixed_signatures,
         paired_difference,
         plot_runs,
         read_tensorboard_history,
@@ -53,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         seen.add(resolved)
         try:
-            found = find_runs(run_dir)
+            found = _warned(find_runs, run_dir)
         except FileNotFoundError:
-            history = read_tensorboard_history(run_dir) if Path(run_dir).is_dir() else []
+            history = _warned(read_tensorboard_history, run_dir) if Path(run_dir).is_dir() else []
             if not history:
                 raise
             found = {}
@@ -64,6 +70,16 @@ def run(args: argparse.Namespace) -> int:
             fallback = str(run_dir) if len(found) == 1 else None
             runs[_unique(name, runs, logged, fallback=fallback)] = evaluations
     names = list(runs)
+    for name, evaluations in runs.items():
+        for evaluation in evaluations:
+            if not evaluation.scores.size:
+                stderr(f"warning: {name} step {evaluation.step} ({evaluation.path}) holds no scored prompts; "
+                       "it has no mean and is never the best")
+        mixed = mixed_signatures(evaluations)
+        if mixed:
+            stderr(f"warning: {name}'s evaluations were scored differently from its last (step "
+                   f"{evaluations[-1].step}): {' | '.join(mixed)}; its best and its curve are not comparable "
+                   "across those evaluations")
     if logged and names and next(iter(logged)) == _first_name(args.runs[0], logged):
         stderr(f"note: {args.runs[0]} has no per-prompt scores; the paired comparison uses {names[0]} as the base run")
     # Signatures first: numbers made differently are not compared unless the user says so.
@@ -103,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             "logged": {name: history for name, history in logged.items()},
             "level": args.level, "pairs": pairs, "plot": plot,
         }
-        print(json.dumps(report))
+        print(json.dumps(_finite(report)))
         return 0
     header = f"{'run':<24} {'eval':<5} {'step':>8} {'mean':>8} {'min':>8} {'max':>8} {'std':>8} {'count':>6}"
     print(header)
@@ -133,6 +149,29 @@ def run(args: argparse.Namespace) -> int:
     if plot:
         print(f"plot: {plot}")
     return 0
+
+
+def _warned(read, path):
+    """``read(path)``, its warnings (a FIFO skipped, ...) printed as ``warning: ...`` lines."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = read(path)
+    for warning in caught:
+        stderr(f"warning: {warning.message}")
+    return result
+
+
+def _finite(value):
+    """``value`` with NaN and infinities as null: the report stays JSON any parser reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _first_name(run_dir: str, logged: dict) -> str | None:

@@ -145,7 +145,8 @@ def test_the_level_is_checked(kwargs, match):
 def test_evaluation_summary_uses_population_std():
     evaluation = _evaluation([0.2, 0.4], keys=KEYS[:2])
     assert evaluation.summary() == pytest.approx(
-        {"clip/mean": 0.3, "clip/min": 0.2, "clip/max": 0.4, "clip/std": 0.1, "clip/count": 2}
+        {"clip/mean": 0.3, "clip/mean_ci": 0.1 * math.sqrt(2) * stats.t.ppf(0.975, 1) / math.sqrt(2),
+         "clip/min": 0.2, "clip/max": 0.4, "clip/std": 0.1, "clip/count": 2}
     )
     assert evaluation.mean == pytest.approx(0.3)
 
@@ -214,7 +215,7 @@ def test_load_run_orders_by_step_not_by_name(tmp_path):
     _save(run, 20, [0.25], keys=KEYS[:1], name="step-20-1.jsonl")
     evaluations = load_run(run)
     assert [e.step for e in evaluations] == [20, 20, 1000]
-    assert [float(e.scores[0]) for e in evaluations[:2]] == [0.25, 0.2]  # ties: ordered by path
+    assert [float(e.scores[0]) for e in evaluations[:2]] == [0.2, 0.25]  # ties: in the order written
 
 
 def test_each_scores_folder_is_its_own_run(tmp_path):
