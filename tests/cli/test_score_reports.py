@@ -38,10 +38,10 @@ def _score(sources, model, *extra):
     return main(["score", *map(str, sources), "--model", str(model), "--precision", "32", "--quiet", *extra])
 
 
-def _run_python(code, timeout=120):
+def _run_python(code, cwd, timeout=120):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(ROOT)])}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+                          timeout=timeout, env=env, cwd=cwd)
 
 
 def test_file_names_with_control_characters_are_printed_escaped(captioned, tiny_clip_dir, capsys):
@@ -64,6 +64,7 @@ def test_an_error_naming_a_file_with_control_characters_is_escaped(tmp_path, tin
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.slow  # a fresh interpreter loads torch and the model
 def test_an_image_replaced_by_a_named_pipe_after_listing_is_skipped_and_named(captioned, tiny_clip_dir):
     # The fault: between listing and decoding, one image becomes a named pipe no one writes to.
     result = _run_python(f"""
@@ -81,13 +82,14 @@ def test_an_image_replaced_by_a_named_pipe_after_listing_is_skipped_and_named(ca
         captions.find_images = list_then_swap
         sys.exit(main(["score", {str(captioned)!r}, "--model", {str(tiny_clip_dir)!r}, "--precision", "32",
                        "--quiet", "--workers", "1"]))
-    """)
+    """, captioned.parent)
     assert result.returncode == 0, result.stderr
     assert "img1.png" in result.stderr and "not a regular file" in result.stderr
     assert "clip/count  2" in result.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity masks")
+@pytest.mark.slow  # a fresh interpreter loads torch and the model
 def test_default_workers_stay_within_the_usable_cpus_and_draw_no_dataloader_warning(captioned, tiny_clip_dir):
     result = _run_python(f"""
         import os, sys
@@ -96,7 +98,7 @@ def test_default_workers_stay_within_the_usable_cpus_and_draw_no_dataloader_warn
 
         assert score.DEFAULT_WORKERS == 1, score.DEFAULT_WORKERS
         sys.exit(main(["score", {str(captioned)!r}, "--model", {str(tiny_clip_dir)!r}, "--precision", "32", "--quiet"]))
-    """)
+    """, captioned.parent)
     assert result.returncode == 0, result.stderr
     assert "worker" not in result.stderr.lower(), result.stderr
     assert "clip/count  3" in result.stdout
