@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         stderr(f"skipped {shown(image)}: {reason}")
     for folder, count in nested.items():
         stderr(f"not searched: {count} image(s) in subfolders of {shown(folder)} (folders are not searched "
-               "recursively; give the subfolders too, e.g. FOLDER/*/)")
+               f"recursively; give the subfolders too, e.g. {shown(os.path.join(folder, '*', ''))})")
     if pairs.missing_captions:
         stderr(f"skipped {len(pairs.missing_captions)} image(s) without a caption: {names(pairs.missing_captions)}")
     if pairs.missing_images:
