@@ -41,7 +41,8 @@ class ScoreSignature:
         scale: ``cosine``, ``torchmetrics`` or ``clipscore``.
         prompts: library name, a hash of the prompt texts in order, the count, and the subset rule.
         seed: how each prompt's seed is chosen.
-        images_per_prompt: images scored per prompt.
+        images_per_prompt: images scored per prompt: a count, or ``"<min>-<max>"`` (``"1-2"``)
+            when prompts got different numbers of images.
 
     Example:
         >>> a = ScoreSignature("0.1.0", "m", "32,bicubic+aa,crop32", "32", "cosine", "p#00,n2,all", SEED_RULE, 1)
@@ -57,7 +58,7 @@ class ScoreSignature:
     scale: str
     prompts: str
     seed: str
-    images_per_prompt: int
+    images_per_prompt: int | str
 
     def __str__(self) -> str:
         return "|".join(
@@ -176,7 +177,7 @@ def signature_of(
     library: str,
     texts: Sequence[str],
     subset: str = "all",
-    images_per_prompt: int = 1,
+    images_per_prompt: int | str = 1,
 ) -> ScoreSignature:
     """The signature of scores from ``encoder`` on ``texts``.
 
@@ -184,9 +185,9 @@ def signature_of(
         encoder: the :class:`~clip_metric.ClipEncoder` that scores.
         scale: the score scale.
         library: the prompt library's name (``"parti"``, ``"default"``, a file name, ...).
-        texts: the prompts scored, in library order.
+        texts: the prompts scored, in library order, each once.
         subset: how the prompts were chosen from the library (``"all"``, ``"max512"``, ...).
-        images_per_prompt: images scored per prompt.
+        images_per_prompt: images scored per prompt (``"<min>-<max>"`` when it varies).
     """
     from clip_metric import __version__
 

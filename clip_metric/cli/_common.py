@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from clip_metric.cli._names import printable, shown
 from clip_metric.utilities.constants import DEFAULT_MODEL
 
 
@@ -24,12 +25,12 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def stderr(message: str) -> None:
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(printable(message) + "\n")  # a file name's escape sequences never reach the terminal
 
 
 def names(paths: Sequence[Any], limit: int = 20) -> str:
-    shown = ", ".join(str(p) for p in paths[:limit])
-    return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
+    listed = ", ".join(shown(p) for p in paths[:limit])
+    return listed + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
 
 
 def _int_at_least(text: str, minimum: int, kind: str) -> int:

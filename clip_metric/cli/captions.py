@@ -1,7 +1,7 @@
 """Image/caption pairs from files, in the layouts image datasets already use.
 
-Images: files, folders (their PNG/JPEG/WebP files, not recursive) or glob patterns. A symbolic
-link is an image of its own, found where the link is (its caption is the one beside the link);
+Images: files, folders (their PNG/JPEG/WebP files, not recursive: images in subfolders are
+counted and reported, not scored) or glob patterns. A symbolic link is an image of its own, found where the link is (its caption is the one beside the link);
 dangling links, link loops and special files (FIFOs, devices, sockets) with image names are
 skipped and named, never opened. Captions, first match wins:
 
@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clip_metric.cli._names import shown
 from clip_metric.prompts import builtin_prompts, bundled_library_name
 from clip_metric.utilities.readers import file_problem, iter_jsonl, located, parse_json, read_table, read_text, split_lines
 
@@ -35,10 +36,16 @@ _TEXT_FIELDS = ("text", "prompt", "caption")
 
 @dataclass
 class Pairs:
-    """Images matched to captions, and what could not be matched (by name)."""
+    """Images matched to captions, and what could not be matched (by name).
+
+    ``keys[i]`` names the prompt of ``images[i]`` (the library's prompt id, else the caption), so
+    several images of one prompt count as one prompt; ``sources`` are the caption files read.
+    """
 
     images: list[Path] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
     missing_captions: list[Path] = field(default_factory=list)
     missing_images: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -62,11 +69,26 @@ def _kind(path: Path) -> str | None:
     return _SKIP_REASONS.get(kind, f"cannot be read ({detail})")  # e.g. a symbolic link loop
 
 
-def find_images(sources: Sequence[str | os.PathLike], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+def _images_below(folder: Path) -> int:
+    """How many image files the subfolders of ``folder`` hold (links to folders not followed)."""
+    count = 0
+    for root, dirs, files in os.walk(folder, onerror=lambda err: None):
+        if Path(root) != folder:
+            count += sum(1 for name in files if Path(name).suffix.lower() in IMAGE_EXTENSIONS)
+    return count
+
+
+def find_images(
+    sources: Sequence[str | os.PathLike],
+    skipped: list[tuple[Path, str]] | None = None,
+    nested: dict[Path, int] | None = None,
+) -> list[Path]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of images.
 
     Paths are made absolute but links are not followed, so two links to one file are two images.
-    Entries that cannot be read as files are appended to ``skipped`` with the reason.
+    Entries that cannot be read as files are appended to ``skipped`` with the reason. Folders
+    are not searched recursively: ``nested`` receives, for each given folder whose subfolders
+    hold images, how many they hold.
 
     Raises:
         FileNotFoundError: for a source that matches nothing.
@@ -78,9 +100,12 @@ def find_images(sources: Sequence[str | os.PathLike], skipped: list[tuple[Path, 
         path = Path(source)
         if path.is_dir():
             matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            below = _images_below(path) if nested is not None else 0
+            if below:
+                nested[Path(os.path.abspath(path))] = below
         elif path.exists() or path.is_symlink():
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise ValueError(f"{path} is not an image file (expected one of {IMAGE_EXTENSIONS})")
+                raise ValueError(f"{shown(path)} is not an image file (expected one of {IMAGE_EXTENSIONS})")
             matches = [path]
         else:
             matches = sorted(Path(p) for p in glob.glob(str(source)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
@@ -130,7 +155,13 @@ def read_caption_table(path: Path) -> dict[str, str]:
             raise located(path, None, "expected a JSON object mapping file names to prompts")
         table = dict(data)
     elif suffix in (".csv", ".tsv"):
-        _, rows = read_table(text, path, "\t" if suffix == ".tsv" else ",")
+        header, rows = read_table(text, path, "\t" if suffix == ".tsv" else ",")
+        columns = {name.lower() for name in header}
+        for wanted in (("file_name",), _TEXT_FIELDS):
+            if header and not columns & set(wanted):
+                # A missing column is the header's fault, not the first row's.
+                raise located(path, "header", f"expected a {' or '.join(repr(n) for n in wanted)} column but the "
+                              f"columns are {header!r}")
         for number, row in rows:
             _add_caption(table, _field(row, ("file_name",), path, number), _field(row, _TEXT_FIELDS, path, number), path, number)
     else:
@@ -164,11 +195,12 @@ def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.Pat
         return _pair_with_library(images, library)
     if prompts_file is not None:
         path = Path(prompts_file)
+        pairs.sources.append(path)
         if path.suffix.lower() == ".txt":
             lines = [line.strip() for line in split_lines(read_text(path, "prompts file")) if line.strip()]
             if len(lines) != len(images):
-                raise ValueError(f"{path} has {len(lines)} prompts but {len(images)} images were given")
-            pairs.images, pairs.prompts = list(images), lines
+                raise ValueError(f"{shown(path)} has {len(lines)} prompts but {len(images)} images were given")
+            pairs.images, pairs.prompts, pairs.keys = list(images), lines, list(lines)
             return pairs
         table = read_caption_table(path)
         base = Path(os.path.abspath(path.parent))
@@ -186,12 +218,16 @@ def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.Pat
         folder = image.parent
         if folder not in metadata:
             meta = folder / "metadata.jsonl"
-            metadata[folder] = read_caption_table(meta) if meta.exists() or meta.is_symlink() else {}
+            metadata[folder] = {}
+            if meta.exists() or meta.is_symlink():
+                pairs.sources.append(meta)
+                metadata[folder] = read_caption_table(meta)
         found = _lookup(metadata[folder], image, folder)
         caption = found[1] if found else None
         if caption is None:
             sidecar = image.with_suffix(".txt")
             if sidecar.exists() or sidecar.is_symlink():
+                pairs.sources.append(sidecar)
                 try:
                     caption = read_text(sidecar, "caption file").strip() or None
                 except (OSError, ValueError) as err:
@@ -212,16 +248,17 @@ def _pair_with_library(images: Sequence[Path], name: str) -> Pairs:
     for image in images:
         stem = image.stem
         key = stem if stem in library else stem.rsplit("-", 1)[0] if stem.rsplit("-", 1)[-1].isdigit() else stem
-        _add(pairs, image, library.get(key))
+        _add(pairs, image, library.get(key), key)
         if key in library:
             used.add(key)
     pairs.missing_images = [f"{key} ({name})" for key in library if key not in used]
     return pairs
 
 
-def _add(pairs: Pairs, image: Path, caption: str | None) -> None:
+def _add(pairs: Pairs, image: Path, caption: str | None, key: str | None = None) -> None:
     if caption is None or not caption.strip():
         pairs.missing_captions.append(image)
     else:
         pairs.images.append(image)
         pairs.prompts.append(caption.strip())
+        pairs.keys.append(caption.strip() if key is None else key)

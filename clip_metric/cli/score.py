@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import stat
 import sys
-import warnings
 import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,27 @@ from clip_metric.cli._common import (
     resolve_model,
     stderr,
 )
+from clip_metric.cli._names import shown
 from clip_metric.prompts import bundled_library_name
 from clip_metric.utilities.constants import DEFAULT_MODEL, STAT_NAMES
 
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+OUTPUT_EXTENSIONS = (".jsonl", ".csv")
+"""What ``--output`` writes: a JSON Lines score file, or CSV."""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as torch's DataLoader counts them)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 # Decoding a large PNG costs more than scoring it with CLIP on a GPU: decode beside the scoring.
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+# No more workers than usable CPUs: torch's DataLoader warns above that, and they would only
+# take turns.
+DEFAULT_WORKERS = min(4, usable_cpus())
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="CLIP precision")
     parser.add_argument("--output", help="write per-image scores (.jsonl score file, or .csv)")
     parser.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS,
-                        help="processes decoding images beside each scoring process (0: decode in it)")
+                        help="processes decoding images beside each scoring process (0: decode in it; "
+                        "default: 4, or the usable CPUs if fewer)")
     parser.add_argument("--devices", type=positive_int, default=1, help="number of devices (processes) to score on")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda", "gpu", "mps"), help="where to score")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no loading messages")
@@ -49,30 +68,92 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def check_output(output: str, images: list[Path]) -> Path:
-    """Refuse, before any scoring, an ``--output`` that would overwrite an input or cannot be written."""
+_KINDS = (
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"),
+)
+
+
+def _not_regular(output: str) -> str | None:
+    """What the existing path ``output`` is when not a regular file (or a link to one), else None."""
+    try:
+        info = os.stat(output)
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(output) else None
+    except OSError:
+        return None  # e.g. a file where a folder should be: the write probe names the cause
+    if stat.S_ISREG(info.st_mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(info.st_mode)), "not a regular file")
+
+
+def _estimated_size(images: Sequence[Path], prompts: Sequence[str]) -> int:
+    """About the bytes of the output: each row holds its prompt, its path twice (id and file) and a score."""
+    return 4096 + sum(len(p.encode("utf-8", "replace")) + 2 * len(os.fsencode(i)) + 120 for i, p in zip(images, prompts))
+
+
+def check_output(output: str, pairs: Any) -> Path:
+    """Refuse, before any scoring, an ``--output`` that would overwrite an input or cannot be written.
+
+    The file is written to a temporary file renamed into place, which would replace a device or
+    a named pipe with a regular file: only a regular file (or a link to one) is overwritten.
+    """
     path = Path(output)
-    if path.is_dir():
-        raise CliError(f"--output {output} is a directory; name a .jsonl or .csv file")
-    target = path.resolve()
-    inputs = {image.resolve() for image in images}
-    if target in inputs:
-        raise CliError(f"--output {output} is one of the input images; it would be overwritten")
+    kind = _not_regular(output)
+    if kind is not None:
+        raise CliError(f"--output {shown(output)} is {kind}, not a regular file; name a {' or '.join(OUTPUT_EXTENSIONS)} "
+                       "file (it is written to a new file renamed into place)")
+    if os.path.exists(output):
+        target = os.stat(output)
+        for kind, inputs in (("one of the input images", pairs.images), ("a captions file read", pairs.sources)):
+            for source in inputs:
+                try:
+                    other = os.stat(source)
+                except OSError:
+                    continue
+                if (other.st_dev, other.st_ino) == (target.st_dev, target.st_ino):
+                    raise CliError(f"--output {shown(output)} is {kind} ({shown(source)}); it would be overwritten")
+    if path.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise CliError(f"--output {shown(output)}: expected a file name ending in {' or '.join(OUTPUT_EXTENSIONS)} but "
+                       f"got {path.suffix or 'no extension'!r}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".clip-metric-", suffix=".probe"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".clip-metric-", suffix=".probe") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+        free = shutil.disk_usage(path.parent).free
     except OSError as err:
-        raise CliError(f"--output {output} cannot be written: {err.strerror or err}") from None
+        raise CliError(f"--output {shown(output)} cannot be written: {err.strerror or err}") from None
+    needed = _estimated_size(pairs.images, pairs.prompts)
+    if free < needed:
+        raise CliError(f"--output {shown(output)} cannot be written: {free} bytes free on its file system but the "
+                       f"scores need about {needed}")
     return path
 
 
 def _load_image(path: Path) -> Any:
-    from PIL import Image
+    """The decoded image at ``path``, opened only once it is known to be a regular file.
 
-    with Image.open(path) as image:
-        image.load()
-        return image.copy()
+    The file was checked when listed, but may have been replaced since (by a named pipe, whose
+    open would block until someone writes to it): it is opened without blocking and checked on
+    the open descriptor, so there is no window between the check and the read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((kind for test, kind in _KINDS if test(mode)), "a special file")
+            raise OSError(f"not a regular file ({kind}); it was replaced after the images were listed")
+        try:
+            image = Image.open(handle)
+        except UnidentifiedImageError:  # named by path, not by the descriptor it was read from
+            raise UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}") from None
+        with image:
+            image.load()
+            return image.copy()
 
 
 class _DecodedImages:
@@ -132,7 +213,7 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     threads = torch.get_num_threads()
     if args.workers and fabric.device.type == "cpu":
         # Scoring threads and decoding workers share the cores: more threads than cores slows both.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.devices - args.workers))
+        torch.set_num_threads(max(1, usable_cpus() // args.devices - args.workers))
     try:
         _score_batches(loader, images, prompts, metric, unreadable, bar)
     finally:
@@ -150,19 +231,40 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     from clip_metric.signature import signature_of
 
     library = bundled_library_name(args.prompts) or "captions"
-    scored = [prompts[i] for i in sorted(set(ids.tolist()))]  # unreadable images are not in the signature
-    signature = signature_of(encoder, scale=metric.scale, library=library, texts=scored)
+    # Unreadable images are not in the signature; several images of one prompt are one prompt.
+    scored, per_prompt = prompts_scored(sorted(set(ids.tolist())), args.keys_found, prompts)
+    signature = signature_of(encoder, scale=metric.scale, library=library, texts=scored, images_per_prompt=per_prompt)
     return {
         "summary": summary, "ids": ids.tolist(), "scores": scores.tolist(), "unreadable": all_unreadable,
         "signature": signature.as_dict(), "signature_string": str(signature),
     }
 
 
+def prompts_scored(indices: Sequence[int], keys: Sequence[str], prompts: Sequence[str]) -> tuple[list[str], int | str]:
+    """The distinct prompts of the images ``indices`` (in image order) and the images per prompt.
+
+    The count is a number when every prompt has as many images, else ``"<min>-<max>"``.
+
+    Example:
+        >>> prompts_scored([0, 1, 2], ["p1", "p1", "p2"], ["a fox", "a fox", "a cat"])
+        (['a fox', 'a cat'], '1-2')
+    """
+    counts: dict[str, int] = {}
+    texts: list[str] = []
+    for index in indices:
+        if keys[index] not in counts:
+            counts[keys[index]] = 0
+            texts.append(prompts[index])
+        counts[keys[index]] += 1
+    low, high = min(counts.values(), default=1), max(counts.values(), default=1)
+    return texts, low if low == high else f"{low}-{high}"
+
+
 def _score_batches(loader: Any, images: list[Path], prompts: list[str], metric: Any, unreadable: list, bar: Any) -> None:
     for decoded in loader:
         for index, _, _, problem in decoded:
             if problem is not None:
-                raise ValueError(f"{images[index]}: {problem}")
+                raise ValueError(f"{shown(images[index])}: {problem}")
         batch = [(index, image) for index, image, error, _ in decoded if error is None]
         unreadable += [(str(images[index]), error) for index, _, error, _ in decoded if error is not None]
         if batch:
@@ -185,19 +287,24 @@ def run(args: argparse.Namespace) -> int:
     from clip_metric.cli.captions import find_images, pair_images_with_captions
 
     skipped: list = []
-    images = find_images(args.images, skipped)
+    nested: dict[Path, int] = {}
+    images = find_images(args.images, skipped, nested)
     pairs = pair_images_with_captions(images, args.prompts)
     for image, reason in skipped + pairs.skipped:
-        stderr(f"skipped {image}: {reason}")
+        stderr(f"skipped {shown(image)}: {reason}")
+    for folder, count in nested.items():
+        stderr(f"not searched: {count} image(s) in subfolders of {shown(folder)} (folders are not searched "
+               f"recursively; give the subfolders too, e.g. {shown(os.path.join(folder, '*', ''))})")
     if pairs.missing_captions:
         stderr(f"skipped {len(pairs.missing_captions)} image(s) without a caption: {names(pairs.missing_captions)}")
     if pairs.missing_images:
         stderr(f"{len(pairs.missing_images)} caption(s) name no given image: {names(pairs.missing_images)}")
     if not images:
-        raise CliError("no images found (PNG, JPEG or WebP files, folders of them, or glob patterns)")
+        where = f"; {sum(nested.values())} in subfolders, which are not searched" if nested else ""
+        raise CliError(f"no images found (PNG, JPEG or WebP files, folders of them, or glob patterns){where}")
     if not pairs.images:
         raise CliError("no image has a caption (use --prompts FILE, x.txt beside x.png, or metadata.jsonl)")
-    output = check_output(args.output, pairs.images) if args.output else None
+    output = check_output(args.output, pairs) if args.output else None
     args.model = resolve_model(args.model)
     if args.accelerator in ("cuda", "gpu"):
         import torch
@@ -205,46 +312,60 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise CliError(f"--accelerator {args.accelerator}: no CUDA device is available on this machine")
 
-    args.images_found, args.prompts_found = pairs.images, pairs.prompts
+    args.images_found, args.prompts_found, args.keys_found = pairs.images, pairs.prompts, pairs.keys
     result = launch(_score_worker, args)
     if result is None:  # pragma: no cover - only rank 0 returns
         return 0
     for name, reason in result["unreadable"]:
-        stderr(f"skipped unreadable image {name}: {reason}")
+        stderr(f"skipped unreadable image {shown(name)}: {reason}")
     if result["unreadable"]:
         stderr(f"skipped {len(result['unreadable'])} unreadable image(s)")
     summary = result["summary"]
     scores = result["scores"]
     if not scores:
         raise CliError("no image could be scored")
-    from clip_metric.compare import mean_interval
-
-    interval = mean_interval(scores)
+    failure = None
     if output is not None:
         library = bundled_library_name(args.prompts)
-        _write(output, result["ids"], scores, pairs, result["signature"], library)
+        try:
+            check_output(args.output, pairs)  # again: the path may have changed while scoring ran
+            _write(output, result["ids"], scores, pairs, result["signature"], library)
+        except (OSError, CliError) as err:
+            # The scores took a while: the summary is printed all the same, the error after it.
+            failure = f"--output {shown(output)} could not be written ({getattr(err, 'strerror', None) or err}); " \
+                "the summary above was not saved"
+            output = None
+    _print_summary(args, summary, result, output)
+    if failure is not None:
+        raise CliError(failure)
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, summary: dict, result: dict, output: Path | None) -> None:
+    import math
+
+    mean, half = summary["clip/mean"], summary["clip/mean_ci"]
+    # One interval: clip/mean_ci's Student t interval, also given as its two ends.
+    interval = None if not math.isfinite(half) else [mean - half, mean + half]
     if args.json:
         import json
 
         report = {
-            "model": args.model, **{k: summary[k] for k in summary}, "clip/count": int(summary["clip/count"]),
-            "ci95": None if interval is None else list(interval), "signature": result["signature"],
+            "model": args.model, **{k: (v if math.isfinite(v) else None) for k, v in summary.items()},
+            "clip/count": int(summary["clip/count"]), "ci95": interval, "signature": result["signature"],
             "signature_string": result["signature_string"], "output": None if output is None else str(output),
         }
         print(json.dumps(report))
-        return 0
-    print(f"model: {args.model}")
+        return
+    print(f"model: {shown(args.model)}")
     for key in STAT_NAMES[:-1]:
-        print(f"clip/{key:<6} {summary[f'clip/{key}']:.4f}")
+        value = summary[f"clip/{key}"]
+        text = f"{value:.4f}" if math.isfinite(value) else "n/a (fewer than 2 images)"
+        print(f"clip/{key:<6} {text}")
     print(f"clip/count  {int(summary['clip/count'])}")
-    if interval is None:
-        print("95% CI of the mean: n/a (fewer than 2 images)")
-    else:
-        print(f"95% CI of the mean: [{interval[0]:.4f}, {interval[1]:.4f}]")
     print(f"signature: {result['signature_string']}")
     if output is not None:
-        print(f"per-image scores: {output}")
-    return 0
+        print(f"per-image scores: {shown(output)}")
 
 
 def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signature: dict, library: str | None) -> None:

@@ -43,7 +43,7 @@ def test_score_with_sidecar_and_metadata_captions(image_dir, tiny_clip_dir, tmp_
     assert code == 0
     assert "skipped 1 image(s) without a caption" in captured.err and "img4.png" in captured.err
     assert "skipped unreadable image" in captured.err and "img3.png" in captured.err
-    assert "clip/count  3" in captured.out and "95% CI of the mean" in captured.out
+    assert "clip/count  3" in captured.out and "clip/mean_ci" in captured.out
 
     rows = _read_csv(out)
     assert [r["prompt"] for r in rows] == ["a red circle", "a photo of a dog", "two cats"]

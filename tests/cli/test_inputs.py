@@ -141,7 +141,7 @@ def test_empty_folder_says_no_images(tmp_path, tiny_clip_dir, capsys):
 
 def test_one_image_has_no_interval(captioned, tiny_clip_dir, capsys):
     assert _score(captioned / "img0.png", tiny_clip_dir) == 0
-    assert "95% CI of the mean: n/a" in capsys.readouterr().out
+    assert "clip/mean_ci n/a (fewer than 2 images)" in capsys.readouterr().out
 
 
 def test_cuda_without_a_gpu_is_a_usage_error(captioned, tiny_clip_dir, capsys):
