@@ -82,3 +82,25 @@ class TinyDiffusionModule(pl.LightningModule):
 
     def val_dataloader(self):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2, 1)), batch_size=2)
+
+
+def mixed_precision_pipeline(dtype: torch.dtype, seed: int = 0):
+    """The tiny pipeline as diffusers' ``train_text_to_image.py --mixed_precision`` assembles it.
+
+    The vae and text encoder are cast to ``dtype``; the unet keeps fp32 weights and runs the way
+    ``accelerator.prepare`` wraps it (its forward under ``torch.autocast(dtype)``, outputs
+    converted back to fp32).
+    """
+    from accelerate.utils import convert_outputs_to_fp32
+
+    pipeline = build_tiny_pipeline(seed)
+    pipeline.vae.to(dtype)
+    pipeline.text_encoder.to(dtype)
+    forward = pipeline.unet.forward
+
+    def autocast_forward(*args, **kwargs):
+        with torch.autocast(pipeline.unet.device.type, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    pipeline.unet.forward = convert_outputs_to_fp32(autocast_forward)
+    return pipeline
