@@ -85,15 +85,16 @@ class TinyDiffusionModule(pl.LightningModule):
 
 
 def mixed_precision_pipeline(dtype: torch.dtype, seed: int = 0):
-    """The tiny pipeline as diffusers' ``train_text_to_image.py --mixed_precision`` assembles it.
+    """The tiny pipeline as diffusers' ``train_text_to_image.py --mixed_precision`` assembles it."""
+    return as_mixed_precision(build_tiny_pipeline(seed), dtype)
 
-    The vae and text encoder are cast to ``dtype``; the unet keeps fp32 weights and runs the way
-    ``accelerator.prepare`` wraps it (its forward under ``torch.autocast(dtype)``, outputs
-    converted back to fp32).
-    """
+
+def as_mixed_precision(pipeline, dtype: torch.dtype):
+    """``pipeline`` as a mixed-precision fine-tune holds it: the vae and text encoder cast to
+    ``dtype``; the unet keeps fp32 weights and runs the way ``accelerator.prepare`` wraps it (its
+    forward under ``torch.autocast(dtype)``, outputs converted back to fp32)."""
     from accelerate.utils import convert_outputs_to_fp32
 
-    pipeline = build_tiny_pipeline(seed)
     pipeline.vae.to(dtype)
     pipeline.text_encoder.to(dtype)
     forward = pipeline.unet.forward
