@@ -110,3 +110,48 @@ def test_resumed_run_logs_the_same_scores_and_deltas_as_the_straight_run(tmp_pat
             assert b["clip/delta"] == pytest.approx(a["clip/delta"], abs=1e-7), a["step"]
     header = read_scores(tmp_path / "resumed" / "clip_scores" / "step-00000012.jsonl").header
     assert header["paired_with"]["step"] == 8
+
+
+_DOCS_LINES = r'''
+import re, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from clip_metric.demos.tiny_clip import embedded_model_path
+from clip_metric.evaluation import PromptEvaluator
+from clip_metric.lightning import DiffusersGenerator
+
+docs, model_dir = Path(sys.argv[1]).read_text(), sys.argv[2]
+block = docs.split("2. Evaluate on every process", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+# diffusers' train_text_to_image.py with --mixed_precision bf16, up to its validation.
+accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+weight_dtype = torch.bfloat16
+tokenizer = CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer")
+text_encoder = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder").to(dtype=weight_dtype)
+vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae").to(dtype=weight_dtype)
+unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+unet = accelerator.prepare(unet)
+clip_evaluator = PromptEvaluator(embedded_model_path(), prompts=["a red circle", "two blue squares"], precision="32")
+args = SimpleNamespace(pretrained_model_name_or_path=model_dir, validation_epochs=1)
+epoch, global_step = 0, 10
+exec(block)
+print("clip/mean", result.summary["mean"])
+'''
+
+
+@pytest.mark.slow
+def test_the_guides_validation_lines_render_a_bf16_fine_tune_as_written(tmp_path):
+    from _helpers.diffusion import build_tiny_pipeline
+
+    build_tiny_pipeline().save_pretrained(tmp_path / "pipeline")
+    docs = Path(__file__).resolve().parents[2] / "docs" / "accelerate.md"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", _DOCS_LINES, str(docs),
+                           str(tmp_path / "pipeline")], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "clip/mean" in done.stdout
