@@ -14,7 +14,7 @@ Without ``--pretrained_model_name_or_path`` a tiny random pipeline is built from
 images) and the CLIP model is the one the package embeds, so it runs offline on a CPU::
 
     python examples/diffusers_train_text_to_image.py --cpu --mixed_precision bf16 --output_dir out
-    accelerate launch --num_processes 2 --multi_gpu --cpu examples/diffusers_train_text_to_image.py \\
+    accelerate launch --num_processes 2 --multi_gpu examples/diffusers_train_text_to_image.py \\
         --cpu --mixed_precision bf16 --output_dir out
     python examples/diffusers_train_text_to_image.py --cpu --mixed_precision bf16 --output_dir out \\
         --max_train_steps 12 --resume_from_checkpoint latest

@@ -26,6 +26,7 @@ architectures, and the tests check the embedded trained model; both stay within 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import ContextManager, Iterator
 
 import torch
@@ -102,6 +103,7 @@ def autocast_context(precision: str, device: torch.device) -> ContextManager:
     return contextlib.nullcontext()
 
 
+@functools.lru_cache(maxsize=None)
 def _autocast_device_types() -> tuple[str, ...]:
     """The device types torch can autocast on here (``"cpu"``, ``"cuda"``, ..., a private backend)."""
     from torch.amp.autocast_mode import is_autocast_available

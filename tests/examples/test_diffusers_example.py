@@ -29,7 +29,7 @@ def _run(tmp_path: Path, output_dir: Path, *args: str, processes: int = 1) -> li
         command = [sys.executable, str(SCRIPT)]
     else:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-                   "--multi_gpu", "--cpu", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend",
+                   "--multi_gpu", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend",
                    "no", str(SCRIPT)]
     command += ["--cpu", "--json", "--mixed_precision", "bf16", "--output_dir", str(output_dir), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
