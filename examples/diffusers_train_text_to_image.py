@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             dirs = sorted(dirs, key=lambda x: int(x.split("-")[1]))
             path = dirs[-1] if dirs else None
         if path is None:
-            accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
+            accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new run.")
         else:
             accelerator.print(f"Resuming from checkpoint {path}")
             accelerator.load_state(os.path.join(args.output_dir, path))
@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for pixel_values, input_ids in batches:
             with accelerator.accumulate(unet):
                 # Noise from the step's own generator: a resumed run draws what the straight run drew.
-                generator = torch.Generator().manual_seed(args.seed * 100_003 + global_step * 7919 + accelerator.process_index)
+                seed = args.seed * 100_003 + global_step * 7919 + accelerator.process_index
+                generator = torch.Generator().manual_seed(seed)
                 latents = vae.encode(pixel_values.to(weight_dtype)).latent_dist.sample(generator)
                 latents = latents * vae.config.scaling_factor
                 noise = torch.randn(latents.shape, generator=generator).to(latents)
