@@ -27,9 +27,9 @@ from clip_metric.utilities.checks import check_non_negative_int, check_positive_
 from clip_metric.utilities.constants import DEFAULT_MODEL
 from clip_metric.utilities.precision import (
     HALF_DTYPES,
-    autocast_context,
     cast_matmul_weights,
     check_precision,
+    own_precision,
     resolve_precision,
     weight_dtype,
 )
@@ -362,7 +362,8 @@ class ClipEncoder:
         if self.attention_policy == "strict":
             check_attention("strict")
         restore = restored_attention() if self.attention_route == "process" else contextlib.nullcontext()
-        with torch.no_grad(), restore, autocast_context(self._active_precision, self.device):
+        # Its own precision, never the caller's autocast: the signature says what ran.
+        with torch.no_grad(), restore, own_precision(self._active_precision, self.device):
             features = _embedding(getattr(self.model, method)(**inputs))
         return F.normalize(features.float(), dim=-1)
 
@@ -380,9 +381,10 @@ class ClipEncoder:
         return self._forward("get_image_features", pixel_values=pixels.to(weight_dtype(self._active_precision)))
 
     def preprocess(self, images: Any, value_range: Any = (0.0, 1.0)) -> Tensor:
-        """Model-ready pixel values ``(N, 3, h, w)`` on the encoder's device."""
-        batches = standardize_images(images, value_range, self.device, keep_uint8=True)
-        return torch.cat([self.transform(batch) for batch in batches])
+        """Model-ready pixel values ``(N, 3, h, w)`` on the encoder's device, in float32 (under any autocast)."""
+        with own_precision("32", self.device):
+            batches = standardize_images(images, value_range, self.device, keep_uint8=True)
+            return torch.cat([self.transform(batch) for batch in batches])
 
     def encode_texts(self, prompts: Sequence[str]) -> Tensor:
         """Normalised text embeddings ``(N, D)`` in float32, cached by prompt.

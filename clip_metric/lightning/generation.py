@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from clip_metric.utilities.precision import open_autocasts
+
 GenerateFn = Callable[[Any, list, list], Any]
 GENERATE_METHOD = "generate_images"
 
@@ -52,6 +54,12 @@ class DiffusersGenerator:
     tensors in ``[0, 1]`` (``output_type="pt"``), which is the callback's default ``value_range``.
     The generators live on the CPU by default, so a prompt starts from the same noise on any
     device (diffusers moves the noise to the pipeline's device).
+
+    A pipeline whose components hold different dtypes (a mixed-precision fine-tune: the vae and
+    text encoder cast to bf16 or fp16, the unet trained in fp32 under accelerate's autocast) is
+    called under an autocast of its half dtype on its device, as diffusers' own validation does,
+    unless the caller already has one open there. A pipeline of one dtype (fp32, or all bf16)
+    is called as it is.
 
     Args:
         pipeline: name of the module attribute that holds the pipeline, or of a method (or
@@ -168,7 +176,7 @@ class DiffusersGenerator:
             raise ValueError(f"Expected one seed per prompt but got {len(prompts)} prompts and {len(seeds)} seeds")
         pipe = self._pipeline(pl_module)
         generators = self._generators(pipe, pl_module, seeds)
-        with _quiet_progress_bar(pipe):
+        with _quiet_progress_bar(pipe), mixed_dtype_autocast(pipe):
             output = pipe(
                 prompt=list(prompts),
                 generator=generators,
@@ -177,6 +185,44 @@ class DiffusersGenerator:
                 **self.call_kwargs,
             )
         return output.images if hasattr(output, "images") else output[0]
+
+
+def _component_dtypes(pipe: Any) -> dict[str, torch.dtype]:
+    """The dtype of each ``nn.Module`` component of a diffusers pipeline (its first floating parameter)."""
+    components = getattr(pipe, "components", None)
+    if not isinstance(components, dict):
+        return {}
+    dtypes = {}
+    for name, component in components.items():
+        if isinstance(component, torch.nn.Module):
+            floating = (p.dtype for p in component.parameters() if p.is_floating_point())
+            dtype = next(floating, None)
+            if dtype is not None:
+                dtypes[name] = dtype
+    return dtypes
+
+
+def mixed_dtype_autocast(pipe: Any) -> contextlib.AbstractContextManager:
+    """An autocast of the pipeline's half dtype on its device when its components' dtypes differ.
+
+    Without it, a bf16 vae decodes the fp32 latents of an fp32 unet and fails (``Input type
+    (float) and bias type (c10::BFloat16) should be the same``). A pipeline of one dtype, a
+    caller's autocast already open on the pipeline's device type, or a device type torch cannot
+    autocast on get a null context.
+    """
+    dtypes = _component_dtypes(pipe)
+    if len(set(dtypes.values())) < 2:
+        return contextlib.nullcontext()
+    halves = [d for d in dtypes.values() if d in (torch.bfloat16, torch.float16)]
+    if not halves:
+        return contextlib.nullcontext()  # e.g. fp32 and fp64: nothing autocast would fix
+    dtype = getattr(pipe, "dtype", None)
+    dtype = dtype if dtype in halves else halves[0]
+    device = getattr(pipe, "device", None)
+    device_type = torch.device(device).type if device is not None else "cpu"
+    if not torch.amp.is_autocast_available(device_type) or device_type in open_autocasts():
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
 
 
 class _PipelineHolder:

@@ -13,6 +13,11 @@ same weights the same way. Moving such an encoder to a device whose ``"auto"`` i
 those weights again; they keep their half-precision rounding (use ``precision="32"`` for
 bit-exact fp32).
 
+The encoder runs in its own precision whatever the caller has open: a training script's
+``torch.autocast`` (diffusers' validation, accelerate's ``mixed_precision``, Lightning's mixed
+plugins) is switched off around the CLIP forward and the precision's own autocast entered
+(:func:`own_precision`), so ``precision="32"`` is fp32 and what the signature records.
+
 What the default costs in accuracy is measured, not assumed: ``benchmarks/bench_throughput.py``
 reports the largest per-sample difference from fp32 on the ViT-B/32 and ViT-L/14-336
 architectures, and the tests check the embedded trained model; both stay within 2e-3 of fp32.
@@ -21,7 +26,8 @@ architectures, and the tests check the embedded trained model; both stay within 
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+import functools
+from typing import ContextManager, Iterator
 
 import torch
 
@@ -95,3 +101,40 @@ def autocast_context(precision: str, device: torch.device) -> ContextManager:
     if precision == "16-mixed":
         return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=None)
+def _autocast_device_types() -> tuple[str, ...]:
+    """The device types torch can autocast on here (``"cpu"``, ``"cuda"``, ..., a private backend)."""
+    from torch.amp.autocast_mode import is_autocast_available
+
+    names = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla", "ipu", torch._C._get_privateuse1_backend_name())
+    return tuple(name for name in dict.fromkeys(names) if is_autocast_available(name))
+
+
+def open_autocasts() -> dict[str, torch.dtype]:
+    """The autocasts enabled in the calling code, as ``{device_type: dtype}`` (empty when none)."""
+    return {
+        name: torch.get_autocast_dtype(name) for name in _autocast_device_types() if torch.is_autocast_enabled(name)
+    }
+
+
+@contextlib.contextmanager
+def own_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Run the block in ``precision`` alone: every autocast the caller has open is switched off
+    (on every device type, not only ``device``'s), then ``precision``'s own autocast entered.
+
+    A caller's ``torch.autocast(dtype=torch.bfloat16)`` would otherwise run a ``"32"`` encoder's
+    matrix products in bf16 (or a ``"16-mixed"`` one's in bf16), while the score signature says
+    otherwise.
+
+    Example:
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16), own_precision("32", torch.device("cpu")):
+        ...     torch.is_autocast_enabled("cpu")
+        False
+    """
+    with contextlib.ExitStack() as stack:
+        for name in open_autocasts():
+            stack.enter_context(torch.autocast(name, enabled=False))
+        stack.enter_context(autocast_context(precision, device))
+        yield

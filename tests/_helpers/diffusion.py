@@ -82,3 +82,26 @@ class TinyDiffusionModule(pl.LightningModule):
 
     def val_dataloader(self):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2, 1)), batch_size=2)
+
+
+def mixed_precision_pipeline(dtype: torch.dtype, seed: int = 0):
+    """The tiny pipeline as diffusers' ``train_text_to_image.py --mixed_precision`` assembles it."""
+    return as_mixed_precision(build_tiny_pipeline(seed), dtype)
+
+
+def as_mixed_precision(pipeline, dtype: torch.dtype):
+    """``pipeline`` as a mixed-precision fine-tune holds it: the vae and text encoder cast to
+    ``dtype``; the unet keeps fp32 weights and runs the way ``accelerator.prepare`` wraps it (its
+    forward under ``torch.autocast(dtype)``, outputs converted back to fp32)."""
+    from accelerate.utils import convert_outputs_to_fp32
+
+    pipeline.vae.to(dtype)
+    pipeline.text_encoder.to(dtype)
+    forward = pipeline.unet.forward
+
+    def autocast_forward(*args, **kwargs):
+        with torch.autocast(pipeline.unet.device.type, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    pipeline.unet.forward = convert_outputs_to_fp32(autocast_forward)
+    return pipeline
