@@ -161,3 +161,20 @@ def test_two_pytorch_lightning_processes_match_one(tmp_path, tiny_clip_dir):
     assert double["clip/mean"] == pytest.approx(single["clip/mean"], abs=1e-5)
     (path,) = (tmp_path / "ddp").rglob("step-*.jsonl")
     assert [r.prompt for r in read_scores(path).records] == PROMPTS
+
+
+def test_pytorch_lightnings_cli_takes_the_callback_from_a_class_path(tmp_path, tiny_clip_dir):
+    pytest.importorskip("jsonargparse")
+    from pytorch_lightning.cli import LightningCLI
+
+    args = [
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.callbacks+=clip_metric.ClipScoreCallback",
+        f"--trainer.callbacks.model_name_or_path={tiny_clip_dir}", "--trainer.callbacks.precision=32",
+        f"--trainer.callbacks.prompts={PROMPTS!r}",
+    ]
+    with pytest.warns(UserWarning, match="args parameter"):  # pytest's own sys.argv is set too
+        cli = LightningCLI(StandaloneTextToImage, run=False, args=args, save_config_callback=None)
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, ClipScoreCallback)]
+    assert [p.text for p in callback.prompt_library] == PROMPTS
