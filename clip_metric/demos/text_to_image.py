@@ -156,7 +156,9 @@ def run_demo(
             enable_progress_bar=progress,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            log_every_n_steps=10,
+            # The training loss every 10 steps, or once an epoch in shorter epochs (Lightning
+            # warns about an interval longer than an epoch).
+            log_every_n_steps=min(10, steps_per_epoch),
         )
         # One evaluation before training, as the baseline the rising scores are read against.
         trainer.validate(module, DataLoader(val, batch_size=batch_size), verbose=False)

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -13,11 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.utilities.model_helpers import is_overridden
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -28,6 +26,13 @@ from clip_metric.evaluation import DEFAULT_MIN_PROMPTS, DEFAULT_ROUND_SIZE, Eval
 from clip_metric.images import check_value_range
 from clip_metric.config import callback_kwargs
 from clip_metric.lightning.generation import GenerateFn, resolve_generate_fn
+from clip_metric.lightning.namespace import (
+    callback_bases,
+    is_overridden,
+    lightning_class,
+    lightning_classes,
+    namespace_of,
+)
 from clip_metric.lightning.progress import prompt_progress
 from clip_metric.lightning.reporting import report, report_signature
 from clip_metric.prompts import Prompt, PromptSource
@@ -65,7 +70,7 @@ _NO_LOGGER_DIRNAME = "clip_metric_logs"
 _PREFLIGHT_PROMPTS = 2
 
 
-class ClipScoreCallback(Callback):
+class ClipScoreCallback(*callback_bases()):  # type: ignore[misc]
     r"""Generate images for a prompt library with the model under training and log CLIP scores.
 
     At the end of each validation epoch (or every ``every_n_train_steps`` optimizer steps), and
@@ -274,9 +279,11 @@ class ClipScoreCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self.enabled:
             return
+        _check_namespace(self, trainer)
         others = [c for c in trainer.callbacks if isinstance(c, ClipScoreCallback) and c is not self and c.enabled]
         if any(c.prefix == self.prefix for c in others):
-            raise MisconfigurationException(
+            raise _misconfiguration(
+                trainer,
                 f"Two ClipScoreCallbacks log under prefix {self.prefix!r}; give each its own `prefix` "
                 "(e.g. prefix='clip/parti/')"
             )
@@ -329,17 +336,17 @@ class ClipScoreCallback(Callback):
                 return  # a step schedule evaluates in on_train_batch_end
             if not trainer.fast_dev_run and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
                 return
-        self._log_epoch_level(pl_module, self.evaluate(trainer, pl_module))
+        self._log_epoch_level(trainer, pl_module, self.evaluate(trainer, pl_module))
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.enabled:
-            self._log_epoch_level(pl_module, self.evaluate(trainer, pl_module))
+            self._log_epoch_level(trainer, pl_module, self.evaluate(trainer, pl_module))
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         n = self.every_n_train_steps
-        step = trainer.global_step
+        step = _evaluation_step(trainer)
         if not self.enabled or n is None or step == 0 or step == self._last_step_evaluated:
             return
         # fast_dev_run checks the wiring: one evaluation, at the first step, whatever the schedule.
@@ -349,8 +356,7 @@ class ClipScoreCallback(Callback):
         # Written to the loggers directly: step-level self.log() would be filtered by
         # log_every_n_steps. callback_metrics makes them monitorable all the same.
         trainer.callback_metrics.update({k: v.detach().clone() for k, v in values.items()})
-        for logger in trainer.loggers:
-            logger.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+        _log_to_loggers(trainer, values, step)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -369,13 +375,19 @@ class ClipScoreCallback(Callback):
             self._evaluator.load_state_dict(state_dict)
 
     @staticmethod
-    def _log_epoch_level(pl_module: LightningModule, values: dict[str, Tensor]) -> None:
+    def _log_epoch_level(trainer: Trainer, pl_module: LightningModule, values: dict[str, Tensor]) -> None:
         # The values are already identical on every rank: a max over ranks leaves them exact and
         # tells Lightning they are synced. Float so Lightning need not convert clip/count.
+        # Through Lightning they reach callback_metrics (monitors) and the results of validate()
+        # and test(); the loggers get them from Lightning only where its step is the evaluation's.
+        step = _evaluation_step(trainer)
+        through_lightning = _lightning_logs_at(trainer, step)
         pl_module.log_dict(
             {k: v.float() for k, v in values.items()}, on_step=False, on_epoch=True, sync_dist=True,
-            reduce_fx="max", add_dataloader_idx=False,
+            reduce_fx="max", add_dataloader_idx=False, logger=through_lightning,
         )
+        if not through_lightning:
+            _log_to_loggers(trainer, values, step)
 
     # ------------------------------------------------------------------ setup checks
     def _owns_key(self, key: str) -> bool:
@@ -389,27 +401,28 @@ class ClipScoreCallback(Callback):
     def _monitors(self, trainer: Trainer) -> list[Callback]:
         return [
             c for c in trainer.callbacks
-            if isinstance(c, (EarlyStopping, ModelCheckpoint)) and isinstance(c.monitor, str) and self._owns_key(c.monitor)
+            if _is(c, "EarlyStopping", "ModelCheckpoint") and isinstance(c.monitor, str) and self._owns_key(c.monitor)
         ]
 
     def _check_monitors(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refuse schedules where a monitor of our keys would find no value, or a stale one."""
         for monitor in self._monitors(trainer):
             if monitor.monitor[len(self.prefix):] in DELTA_NAMES:
-                raise MisconfigurationException(
+                raise _misconfiguration(
+                    trainer,
                     f"{type(monitor).__name__}(monitor={monitor.monitor!r}): {monitor.monitor} is not logged at the "
                     f"first evaluation (there is nothing to pair it with), so the monitor would find no value. "
                     f"Monitor {self.prefix}mean."
                 )
             problem = self._schedule_problem(trainer, pl_module, monitor)
             if problem:
-                raise MisconfigurationException(f"{type(monitor).__name__}(monitor={monitor.monitor!r}) {problem}")
+                raise _misconfiguration(trainer, f"{type(monitor).__name__}(monitor={monitor.monitor!r}) {problem}")
 
     def _schedule_problem(self, trainer: Trainer, pl_module: LightningModule, monitor: Callback) -> str | None:
         """What keeps ``monitor`` from seeing a fresh evaluation at each of its checks, and the fix; None if nothing."""
         n_steps, n_epochs = self.every_n_train_steps, self.every_n_epochs
         check_every = trainer.check_val_every_n_epoch
-        if isinstance(monitor, ModelCheckpoint):
+        if _is(monitor, "ModelCheckpoint"):
             if getattr(monitor, "_train_time_interval", None) is not None:
                 return (
                     "saves on a timer, which no evaluation schedule lines up with: it would find no value, or a stale "
@@ -445,7 +458,7 @@ class ClipScoreCallback(Callback):
             if missing:  # validation cannot be moved to the evaluated steps
                 fix = (
                     f"Save on the evaluated steps: ModelCheckpoint(every_n_train_steps={n_steps})"
-                    if isinstance(monitor, ModelCheckpoint)
+                    if _is(monitor, "ModelCheckpoint")
                     else "Add a validation loop and validate at the steps it evaluates: "
                     f"Trainer(val_check_interval={steps}, check_val_every_n_epoch=None)"
                 )
@@ -476,7 +489,7 @@ class ClipScoreCallback(Callback):
         validated = f", and the trainer validates every {check_every} epochs" if check_every and check_every > 1 else ""
         alternative = (
             f"; or save in evaluated epochs only: ModelCheckpoint(every_n_epochs={math.lcm(n, check_every or 1)})"
-            if isinstance(monitor, ModelCheckpoint) and not explicit else ""
+            if _is(monitor, "ModelCheckpoint") and not explicit else ""
         )
         return (
             f"checks in epochs where ClipScoreCallback(every_n_epochs={n}) does not evaluate (it evaluates in epochs "
@@ -489,7 +502,7 @@ class ClipScoreCallback(Callback):
         """Warn where Lightning would write one of our keys, '/' and all, into a checkpoint's path."""
         for checkpoint in trainer.checkpoint_callbacks:
             filename = getattr(checkpoint, "filename", None)
-            if not isinstance(checkpoint, ModelCheckpoint) or not isinstance(filename, str):
+            if not _is(checkpoint, "ModelCheckpoint") or not isinstance(filename, str):
                 continue
             # The metric names in the template, found as ModelCheckpoint finds them.
             keys = [group[1:] for group in re.findall(r"(\{.*?)[:\}]", filename)]
@@ -692,11 +705,11 @@ class ClipScoreCallback(Callback):
         evaluator = self._require_evaluator()
         # fast_dev_run: one batch per rank checks the wiring in seconds; unpaired, nothing written.
         limit = self.batch_size * trainer.world_size if trainer.fast_dev_run else None
-        step = _logging_step(trainer)
+        step = _evaluation_step(trainer)
         rank, world_size = trainer.global_rank, trainer.world_size
         upper = min(len(self.prompt_library), limit or len(self.prompt_library))
         how = "" if self.target_ci is None or limit else f" at most, until the interval is <= {self.target_ci:g}"
-        rank_zero_info(f"CLIP scoring {upper} prompts{how} at step {step} ({self.prefix.rstrip('/')})")
+        _info(trainer, f"CLIP scoring {upper} prompts{how} at step {step} ({self.prefix.rstrip('/')})")
         started = time.perf_counter()
         description = f"CLIP scoring ({self.prefix.rstrip('/')})"
         stage = trainer.state.fn
@@ -711,13 +724,13 @@ class ClipScoreCallback(Callback):
             self.signature = result.signature
         if self.offload:
             self._offload()
-        self._last_step_evaluated = trainer.global_step
+        self._last_step_evaluated = step
         self.history.append({
             "step": step,
             **{self.prefix + k: v for k, v in result.summary.items() if k in STAT_NAMES or k in DELTA_NAMES},
         })
         self._jointly(trainer, "reporting the scores", lambda: self._publish(trainer, step, result))
-        rank_zero_info(_result_line(self.prefix, step, result, time.perf_counter() - started))
+        _info(trainer, _result_line(self.prefix, step, result, time.perf_counter() - started))
         return result.values
 
     def _publish(self, trainer: Trainer, step: int, result: EvaluationResult) -> None:
@@ -747,12 +760,58 @@ def _result_line(prefix: str, step: int, result: EvaluationResult, seconds: floa
     return line
 
 
-def _logging_step(trainer: Trainer) -> int:
-    """The step Lightning gives metrics logged now, so the extras line up with the scalars.
+def _log_to_loggers(trainer: Trainer, values: dict[str, Tensor], step: int) -> None:
+    # Every rank calls, as Lightning does; its loggers write on rank 0 only.
+    for logger in trainer.loggers:
+        logger.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
+
+def _evaluation_step(trainer: Trainer) -> int:
+    """The one step number of an evaluation: in its score file's name, its log lines, the
+    loggers, ``history`` and the checkpointed state.
+
+    ``trainer.global_step``, the optimizer steps taken, which ``ModelCheckpoint`` puts in the
+    name (``step=N``) of a checkpoint saved at that moment.
+    """
+    return int(trainer.global_step)
+
+
+def _lightning_logs_at(trainer: Trainer, step: int) -> bool:
+    """Whether Lightning would log epoch-level values at ``step`` now.
 
     Validation inside ``fit`` runs before Lightning counts the batch that triggered it, so
-    ``self.log`` there lands one step before ``trainer.global_step``.
+    ``self.log`` there would land one step before the checkpoint's; manual optimization with
+    several optimizers counts batches, not steps.
     """
-    if trainer.state.fn == "fit" and trainer.validating:
-        return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
-    return trainer.global_step
+    if trainer.state.fn == "fit":
+        return False
+    return getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", None) == step
+
+
+def _check_namespace(callback: Callback, trainer: Trainer) -> None:
+    """Refuse a Trainer of a namespace the callback does not derive from (``pytorch_lightning`` 1.x)."""
+    namespace = namespace_of(trainer)
+    if isinstance(callback, lightning_class(namespace, "Callback")):
+        return
+    version = getattr(sys.modules.get(namespace.split(".")[0]), "__version__", "?")
+    raise TypeError(
+        f"Expected a Trainer of lightning.pytorch or pytorch_lightning 2.x but got {type(trainer).__module__}."
+        f"{type(trainer).__name__} ({namespace} {version}); upgrade it (pip install -U {namespace.split('.')[0]}) "
+        "or train with lightning.pytorch (import lightning.pytorch as pl)"
+    )
+
+
+def _info(trainer: Trainer, message: str) -> None:
+    """An info line on rank 0, through the logger of the trainer's namespace, where Lightning's own go."""
+    if trainer.is_global_zero:
+        logging.getLogger(f"{namespace_of(trainer)}.utilities.rank_zero").info(message)
+
+
+def _is(obj: object, *names: str) -> bool:
+    """``isinstance`` against Lightning's classes ``names`` of either namespace."""
+    return any(isinstance(obj, lightning_classes(name)) for name in names)
+
+
+def _misconfiguration(trainer: Trainer, message: str) -> Exception:
+    """The trainer's own namespace's ``MisconfigurationException`` (what its users catch)."""
+    return lightning_class(namespace_of(trainer), "MisconfigurationException")(message)

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable, Iterator
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from clip_metric.lightning.namespace import lightning_classes
 
 
 @contextlib.contextmanager
@@ -22,7 +23,8 @@ def prompt_progress(trainer: Trainer, total: int, description: str) -> Iterator[
     if not trainer.is_global_zero or bar is None or not bar.is_enabled or total <= 0:
         yield lambda n: None
         return
-    if isinstance(bar, TQDMProgressBar):
+    # The bars of either Lightning namespace (lightning.pytorch, pytorch_lightning).
+    if isinstance(bar, lightning_classes("TQDMProgressBar")):
         # Lightning's own bars hold lines 2p (main) and 2p + 1 (validation inside fit).
         position = 2 * bar.process_position + 1 + int(trainer.state.fn == "fit" and trainer.validating)
         tqdm = Tqdm(
@@ -34,7 +36,7 @@ def prompt_progress(trainer: Trainer, total: int, description: str) -> Iterator[
         finally:
             tqdm.close()
         return
-    progress = getattr(bar, "progress", None) if isinstance(bar, RichProgressBar) else None
+    progress = getattr(bar, "progress", None) if isinstance(bar, lightning_classes("RichProgressBar")) else None
     if progress is None:
         yield lambda n: None
         return

@@ -1,7 +1,8 @@
 """What the callback shows beside the scalars: histogram, best/worst images, per-prompt table.
 
-Loggers are told apart by type (``isinstance``), so subclasses of Lightning's TensorBoard and
-W&B loggers get the extras too; any other logger gets the scalars only.
+Loggers are told apart by type (``isinstance``, against the classes of both Lightning
+namespaces), so subclasses of Lightning's TensorBoard and W&B loggers get the extras too; any
+other logger gets the scalars only.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import Logger
 
-from clip_metric.samples import BestWorst
+from clip_metric.lightning.namespace import lightning_classes
 from clip_metric.records import ScoreRecord
+from clip_metric.samples import BestWorst
 
+
+def _is_tensorboard(logger: Logger) -> bool:
+    return isinstance(logger, lightning_classes("TensorBoardLogger"))
+
+
+def _is_wandb(logger: Logger) -> bool:
+    return isinstance(logger, lightning_classes("WandbLogger"))
 
 
 def wants_extras(logger: Logger, report_to: str) -> str | None:
     """``"tensorboard"`` or ``"wandb"`` when ``logger`` gets the extras under ``report_to``."""
-    if isinstance(logger, TensorBoardLogger) and report_to in ("all", "tensorboard"):
+    if _is_tensorboard(logger) and report_to in ("all", "tensorboard"):
         return "tensorboard"
-    if isinstance(logger, WandbLogger) and report_to in ("all", "wandb"):
+    if _is_wandb(logger) and report_to in ("all", "wandb"):
         return "wandb"
     return None
 
@@ -52,9 +61,9 @@ def report_signature(trainer: Trainer, prefix: str, signature: str, step: int) -
     """Log the score signature once per run: TensorBoard text, W&B config, other loggers' hyperparameters."""
     key = f"{prefix}signature"
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
+        if _is_tensorboard(logger):
             logger.experiment.add_text(key, signature, step)
-        elif isinstance(logger, WandbLogger):
+        elif _is_wandb(logger):
             logger.experiment.config.update({key: signature}, allow_val_change=True)
         else:
             logger.log_hyperparams({key: signature})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from clip_metric.cli import main
@@ -39,3 +41,16 @@ def test_demo_rejects_bad_sizes(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "clip-metric demo" in err and "--epochs: expected a positive integer but got '0'" in err
+
+
+def test_a_short_demo_epoch_draws_no_logging_interval_warning(tmp_path, capsys):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["demo", "--output-dir", str(tmp_path), "--epochs", "1", "--steps-per-epoch", "3",
+                     "--prompts", "4", "--quiet"])
+    assert code == 0
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "log_every_n_steps" in m], messages
+    # One step number per evaluation, the trainer's: the baseline before training, then the epoch's end.
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 3]

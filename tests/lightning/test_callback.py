@@ -71,8 +71,8 @@ def test_fit_logs_clip_keys_skipping_sanity_check(tmp_path, tiny_clip_dir, encod
     tags = events.Tags()
     for key in ("mean", "min", "max", "std", "count"):
         scalars = events.Scalars(f"clip/{key}")
-        assert [s.step for s in scalars] == [1, 3]  # Lightning's step for validation-end logging
-    assert [h.step for h in events.Histograms("clip/scores")] == [1, 3]
+        assert [s.step for s in scalars] == [2, 4]  # trainer.global_step, the checkpoints' step
+    assert [h.step for h in events.Histograms("clip/scores")] == [2, 4]
     assert {"clip/best", "clip/worst"} <= set(tags["images"])
     assert events.Scalars("clip/count")[-1].value == len(PROMPTS)
 
@@ -89,10 +89,10 @@ def test_fit_logs_clip_keys_skipping_sanity_check(tmp_path, tiny_clip_dir, encod
 
     # Per-prompt scores were saved beside the logs, one file per evaluation.
     files = sorted((tmp_path / "tb" / "version_0" / "clip_scores").glob("step-*.jsonl"))
-    assert [f.name for f in files] == ["step-00000001.jsonl", "step-00000003.jsonl"]
+    assert [f.name for f in files] == ["step-00000002.jsonl", "step-00000004.jsonl"]
     scores = read_scores(files[-1])
     rows = scores.records
-    assert [r.prompt for r in rows] == PROMPTS and scores.step == 3
+    assert [r.prompt for r in rows] == PROMPTS and scores.step == 4
     assert [r.seed for r in rows] == seeds
     assert sum(r.score for r in rows) / len(rows) == pytest.approx(float(expected.mean()), abs=1e-5)
 
@@ -169,12 +169,12 @@ def test_checkpoint_holds_no_clip_weights_and_resume_restores_state(tmp_path, ti
     assert len(json.dumps(state)) < 1000
     # The previous evaluation is named by its score file, not copied into the checkpoint.
     before = read_scores(state["previous_scores_file"])
-    assert before.step == 1 and len(before.records) == 3
+    assert before.step == 2 and len(before.records) == 3
 
     resumed = ClipScoreCallback(tiny_clip_dir, prompts=PROMPTS[:3], precision="32")
     trainer = _trainer(tmp_path, resumed, max_epochs=2)
     trainer.fit(TinyTextToImage(), ckpt_path=path)
-    assert [h["step"] for h in resumed.history] == [1, 3]
+    assert [h["step"] for h in resumed.history] == [2, 4]
     # The first evaluation after the resume is paired with the one before it, read from its file.
     after = read_scores(resumed.state_dict()["previous_scores_file"])
     diffs = np.array([b.score - a.score for a, b in zip(before.records, after.records)])

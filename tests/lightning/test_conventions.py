@@ -403,7 +403,7 @@ def test_two_callbacks_with_their_own_prefix_library_and_model(tmp_path, tiny_cl
     assert {first[0].state_key, first[1].state_key} <= set(saved)
     resumed = _two_callbacks(tiny_clip_dir)
     _trainer(tmp_path, resumed, max_epochs=2).fit(TinyTextToImage(), ckpt_path=checkpoint.best_model_path)
-    assert [h["step"] for h in resumed[0].history] == [h["step"] for h in resumed[1].history] == [1, 3]
+    assert [h["step"] for h in resumed[0].history] == [h["step"] for h in resumed[1].history] == [2, 4]
     assert "clip/shapes/mean" in resumed[1].history[0] and "clip/mean" in resumed[0].history[0]
 
 
@@ -621,4 +621,4 @@ def test_checkpoint_with_foreign_state_resumes(tmp_path, tiny_clip_dir):
     torch.save(saved, path)
     resumed = _callback(tiny_clip_dir)
     _trainer(tmp_path, [resumed], max_epochs=2).fit(TinyTextToImage(), ckpt_path=path)
-    assert [h["step"] for h in resumed.history] == [3]
+    assert [h["step"] for h in resumed.history] == [4]
