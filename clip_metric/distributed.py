@@ -151,6 +151,18 @@ def _cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+class OtherRankError(RuntimeError):
+    """Raised by :func:`jointly` on a rank whose work succeeded while another rank's failed.
+
+    Attributes:
+        causes: ``{rank: "ErrorType: message"}`` of each failing rank (the message shortened).
+    """
+
+    def __init__(self, message: str, causes: dict[int, str]) -> None:
+        super().__init__(message)
+        self.causes = causes
+
+
 def jointly(what: str, fn: Callable[[], _T], *, owner: str = "clip-metric") -> _T:
     """Run ``fn`` on every rank; if it raises on any rank, it raises on every rank.
 
@@ -160,7 +172,8 @@ def jointly(what: str, fn: Callable[[], _T], *, owner: str = "clip-metric") -> _
     collective.
 
     Raises:
-        RuntimeError: on a rank whose ``fn`` succeeded while another rank's failed.
+        OtherRankError: (a ``RuntimeError``) on a rank whose ``fn`` succeeded while another rank's
+            failed, with each failing rank's error in its message and in ``causes``.
 
     Example:
         >>> jointly("adding", lambda: 1 + 1)
@@ -181,7 +194,8 @@ def jointly(what: str, fn: Callable[[], _T], *, owner: str = "clip-metric") -> _
     failed = [(r, cause) for r, cause in enumerate(causes) if cause is not None]
     if failed:
         where = "; ".join(f"rank {r}: {cause}" for r, cause in failed)
-        raise RuntimeError(
-            f"{owner}: {what} failed on {len(failed)} other rank(s) ({where}); see their logs for the traceback"
+        raise OtherRankError(
+            f"{owner}: {what} failed on {len(failed)} other rank(s) ({where}); see their logs for the traceback",
+            dict(failed),
         )
     return result  # type: ignore[return-value]

@@ -330,7 +330,8 @@ class PromptEvaluator:
     @property
     def has_previous(self) -> bool:
         """Whether the next evaluation will be paired with a previous one (in memory or from a file)."""
-        return self._previous is not None or self._pending_file is not None or bool(self._pending_state)
+        resumable = isinstance(self._pending_state.get("id"), str) and isinstance(self._pending_state.get("dir"), str)
+        return self._previous is not None or self._pending_file is not None or resumable
 
     def state_dict(self) -> dict[str, Any]:
         """Where the last evaluation's scores were written, and which run wrote them.
@@ -652,7 +653,7 @@ class PromptEvaluator:
         # Rank 0 chooses the file (the newest of this run before this step) and every rank reads it.
         choice = jointly(
             "choosing the previous evaluation's score file",
-            lambda: self._resume_choice(named, state, step) if rank == 0 else None,
+            lambda: self._safe_resume_choice(named, state, step) if rank == 0 else None,
             owner=self.owner,
         )
         path, reason = broadcast_object(choice)
@@ -686,6 +687,14 @@ class PromptEvaluator:
         self._previous_count = len(matched)
         self._previous_file, self._previous_step, self._previous_local = path, file_step, False
         return self._previous
+
+    def _safe_resume_choice(
+        self, named: str | None, state: Mapping[str, Any], step: int
+    ) -> tuple[str | None, str | None]:
+        try:
+            return self._resume_choice(named, state, step)
+        except (OSError, ValueError) as err:  # an unreadable folder: unpaired, with the reason
+            return None, str(err)
 
     def _resume_choice(
         self, named: str | None, state: Mapping[str, Any], step: int

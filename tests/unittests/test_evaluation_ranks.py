@@ -56,7 +56,11 @@ def _worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
         dist.barrier()
         # A fault on rank 1: rank 0's error names it.
         faulty = evaluator()
-        out["fault"] = _outcome(lambda: faulty.evaluate(failing(RuntimeError("INJECTED FAULT in generate " + "x" * 500))))
+        try:
+            faulty.evaluate(failing(RuntimeError("INJECTED FAULT in generate " + "x" * 500)))
+        except RuntimeError as err:
+            out["fault"], out["fault_type"] = f"RuntimeError: {err}", type(err).__name__
+            out["fault_causes"] = getattr(err, "causes", None)
         dist.barrier()
         # Rank 1 comes long after rank 0 gave up; then both enter a barrier.
         late = evaluator()
@@ -112,6 +116,8 @@ def test_failures_late_ranks_and_mixed_local_calls_never_hang_and_every_rank_nam
     assert one["fault"].startswith("RuntimeError: INJECTED FAULT in generate xxx")
     assert "(rank 1: RuntimeError: INJECTED FAULT in generate xxx" in zero["fault"]
     assert "..." in zero["fault"] and len(zero["fault"]) < 500
+    assert one["fault_type"] == "RuntimeError" and zero["fault_type"] == "OtherRankError"
+    assert set(zero["fault_causes"]) == {1} and zero["fault_causes"][1].startswith("RuntimeError: INJECTED FAULT")
 
     # Late: rank 0 raises after its timeout; rank 1 raises too (it never runs alone into collectives).
     assert zero["late"].startswith("RuntimeError: PromptEvaluator.evaluate() was called on rank 0, but only 1 of 2")
