@@ -463,9 +463,12 @@ class PromptEvaluator:
         save: bool,
         local: bool,
     ) -> EvaluationResult:
-        encoder = self.load_encoder(quiet=rank != 0)
-        if device is not None:
-            encoder.to(device)
+        def load() -> ClipEncoder:
+            loaded = self.load_encoder(quiet=rank != 0)
+            return loaded if device is None else loaded.to(device)
+
+        # Jointly: a rank that cannot load CLIP must not leave the others in the next collective.
+        encoder = jointly("loading the CLIP model", load, owner=self.owner)
         device = encoder.device
         paired = limit is None
         if paired and not local:
@@ -525,13 +528,16 @@ class PromptEvaluator:
         result = EvaluationResult(step, values, records, rounds, stopped_early, best_worst=best_worst,
                                   paired_with_step=paired_step, paired_with_file=paired_file)
         result.summary = {k[len(self.prefix):]: float(v) for k, v in values.items()}
-        if rank == 0:  # a local model's weights are hashed once, where the file is written
-            result.signature = self.signature(limit)
-        if save and limit is None:
-            rendering = getattr(generate, "rendering", None)
-            if isinstance(rendering, Mapping):  # the generator's settings (steps, guidance, size, ...)
-                header = {"rendering": _json_safe(rendering), **(header or {})}
-            result.path = jointly("saving the scores", lambda: self._save(result, rank, header), owner=self.owner)
+        rendering = getattr(generate, "rendering", None)
+        if isinstance(rendering, Mapping):  # the generator's settings (steps, guidance, size, ...)
+            header = {"rendering": _json_safe(rendering), **(header or {})}
+
+        def finish() -> Path | None:
+            if rank == 0:  # a local model's weights are hashed once, where the file is written
+                result.signature = self.signature(limit)
+            return self._save(result, rank, header) if save and limit is None else None
+
+        result.path = jointly("saving the scores", finish, owner=self.owner)
         if paired:  # the next evaluation pairs with this one
             self._previous = {i: s for i, s in scores_by_index.items() if self._position[i] % world_size == rank}
             self._previous_count = len(scores_by_index)

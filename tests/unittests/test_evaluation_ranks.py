@@ -109,7 +109,7 @@ def test_failures_late_ranks_and_mixed_local_calls_never_hang_and_every_rank_nam
     # An interrupt: rank 1 re-raises it once rank 0 knows; rank 0's error says what happened there.
     assert one["interrupt"] == "KeyboardInterrupt: "
     assert zero["interrupt"] == (
-        "RuntimeError: PromptEvaluator: rendering and scoring failed on 1 other rank(s) "
+        "OtherRankError: PromptEvaluator: rendering and scoring failed on 1 other rank(s) "
         "(rank 1: KeyboardInterrupt); see their logs for the traceback"
     )
     # A fault: its type and (shortened) message reach rank 0.
