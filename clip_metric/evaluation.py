@@ -343,7 +343,8 @@ class PromptEvaluator:
         the files).
         """
         if self._pending_file is not None or self._pending_state:  # loaded, not evaluated since
-            return {"previous_scores_file": self._pending_file, "scores_run": {**self._pending_state, "id": self.run_id}}
+            run = {**self._pending_state, "id": self.run_id}
+            return {"previous_scores_file": self._pending_file, "scores_run": run}
         return {
             "previous_scores_file": self._previous_file,
             "scores_run": {
@@ -641,7 +642,8 @@ class PromptEvaluator:
                 return f"rank {r}: a resumed state naming {pending}"
             if not has:
                 return f"rank {r}: none"
-            return f"rank {r}: {'a local=True evaluation' if local else 'an evaluation'} of {count} prompts at step {step}"
+            kind = "a local=True evaluation" if local else "an evaluation"
+            return f"rank {r}: {kind} of {count} prompts at step {step}"
 
         raise RuntimeError(
             f"{self.owner}: the ranks hold different previous evaluations to pair with ("
