@@ -50,27 +50,53 @@ def wait_for_all_ranks(key: str, timeout: float, what: str) -> None:
     collective would wait for it forever. It counts arrivals in the process group's key-value
     store, which every backend has; ``key`` must be new for each such meeting.
 
+    The outcome is decided once, in the store, for every rank: the last arrival marks the
+    meeting held, a rank whose ``timeout`` runs out first marks it abandoned. A rank that
+    arrives at an abandoned meeting raises at once (it never enters work the others left),
+    so no rank can go on into collectives the others are not in.
+
     Raises:
-        RuntimeError: if not every rank arrives within ``timeout`` seconds.
+        RuntimeError: if not every rank arrives within ``timeout`` seconds, or this rank arrives
+            after another rank gave up waiting.
     """
     if not is_distributed():
         return
     from torch.distributed.distributed_c10d import _get_default_store
 
     store = _get_default_store()
-    world_size = torch.distributed.get_world_size()
+    rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
     store_key = f"clip_metric/{key}"
+    decision = f"{store_key}/decision"
     arrived = store.add(store_key, 1)
+    # The first of "held" (the last arrival) and "abandoned" (a timeout) to reach the store wins.
+    outcome = store.compare_set(decision, "", "held") if arrived >= world_size else None
+    timed_out = False
     deadline = time.monotonic() + timeout
-    while arrived < world_size:
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{what} was called on rank {torch.distributed.get_rank()}, but only {arrived} of {world_size} ranks "
-                f"called it within {timeout:g} s. Every rank must call it (not only the main process: take it out "
-                "of `if accelerator.is_main_process:`), or evaluate on one process alone with local=True."
-            )
-        time.sleep(0.02)
-        arrived = store.add(store_key, 0)
+    while outcome is None:
+        if store.check([decision]):
+            outcome = store.get(decision)
+        elif time.monotonic() > deadline:
+            outcome, timed_out = store.compare_set(decision, "", "abandoned"), True
+        else:
+            time.sleep(0.02)
+    if outcome == b"held":
+        return
+    if arrived >= world_size:  # the last to come, after another rank had given up
+        raise AbandonedMeeting(
+            f"{what} was called on rank {rank} after another rank had stopped waiting for it (its timeout ran "
+            "out), so that call is abandoned on every rank. Call it on every rank at the same point of the loop "
+            "(not only the main process), or evaluate on one process alone with local=True."
+        )
+    raise RuntimeError(
+        f"{what} was called on rank {rank}, but only {store.add(store_key, 0)} of {world_size} ranks "
+        f"called it within {timeout:g} s{'' if timed_out else ' (another rank stopped waiting)'}. Every rank must "
+        "call it (not only the main process: take it out of `if accelerator.is_main_process:`), or evaluate on "
+        "one process alone with local=True."
+    )
+
+
+class AbandonedMeeting(RuntimeError):
+    """Raised by :func:`wait_for_all_ranks` on a rank that came to a meeting another rank had given up on."""
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -114,14 +140,40 @@ def gather_objects(value: Any) -> list[Any]:
     return out
 
 
+_CAUSE_CHARS = 300
+"""Characters of another rank's error carried into this rank's (the rest is in that rank's log)."""
+
+
+def _cause(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if len(text) > _CAUSE_CHARS:
+        text = text[: _CAUSE_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class OtherRankError(RuntimeError):
+    """Raised by :func:`jointly` on a rank whose work succeeded while another rank's failed.
+
+    Attributes:
+        causes: ``{rank: "ErrorType: message"}`` of each failing rank (the message shortened).
+    """
+
+    def __init__(self, message: str, causes: dict[int, str]) -> None:
+        super().__init__(message)
+        self.causes = causes
+
+
 def jointly(what: str, fn: Callable[[], _T], *, owner: str = "clip-metric") -> _T:
     """Run ``fn`` on every rank; if it raises on any rank, it raises on every rank.
 
-    The rank where ``fn`` failed re-raises its own error; the others raise a ``RuntimeError``
-    naming ``what`` failed and where. No rank is left waiting in the next collective.
+    The rank where ``fn`` failed re-raises its own error (``KeyboardInterrupt`` included, once
+    the others know); the others raise a ``RuntimeError`` naming ``what`` failed, on which rank,
+    and that rank's error type and message (shortened). No rank is left waiting in the next
+    collective.
 
     Raises:
-        RuntimeError: on a rank whose ``fn`` succeeded while another rank's failed.
+        OtherRankError: (a ``RuntimeError``) on a rank whose ``fn`` succeeded while another rank's
+            failed, with each failing rank's error in its message and in ``causes``.
 
     Example:
         >>> jointly("adding", lambda: 1 + 1)
@@ -131,11 +183,19 @@ def jointly(what: str, fn: Callable[[], _T], *, owner: str = "clip-metric") -> _
     result = None
     try:
         result = fn()
-    except Exception as err:  # decided jointly below, so no rank is left in a collective
+    except BaseException as err:  # an interrupt too: decided jointly below, so no rank is left in a collective
         error = err
-    failed = int(all_reduce_sum(torch.tensor([float(error is not None)])).item())
+    if is_distributed():
+        causes = gather_objects(None if error is None else _cause(error))
+    else:
+        causes = [None if error is None else ""]
     if error is not None:
         raise error
+    failed = [(r, cause) for r, cause in enumerate(causes) if cause is not None]
     if failed:
-        raise RuntimeError(f"{owner}: {what} failed on {failed} other rank(s); see their logs")
+        where = "; ".join(f"rank {r}: {cause}" for r, cause in failed)
+        raise OtherRankError(
+            f"{owner}: {what} failed on {len(failed)} other rank(s) ({where}); see their logs for the traceback",
+            dict(failed),
+        )
     return result  # type: ignore[return-value]

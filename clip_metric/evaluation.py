@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
+import math
+import numbers
 import os
+import re
+import uuid
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,8 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from clip_metric.distributed import (
+    AbandonedMeeting,
     all_reduce_sum,
+    broadcast_object,
     collective_device,
+    gather_objects,
     jointly,
     local_only,
     rank_and_world_size,
@@ -44,7 +52,7 @@ from clip_metric.distributed import (
 from clip_metric.encoder import ClipEncoder
 from clip_metric.functional import check_scale, scale_scores
 from clip_metric.images import check_value_range
-from clip_metric.intervals import half_width
+from clip_metric.intervals import MIN_PAIRS, half_width
 from clip_metric.prompts import (
     BUILTIN_LIBRARIES,
     BUILTIN_LIBRARY,
@@ -81,6 +89,12 @@ TARGETS = ("delta", "mean")
 DEFAULT_JOIN_TIMEOUT = 600.0
 """Seconds an evaluation waits for every rank to call it before it raises (instead of hanging)."""
 
+_SCORE_FILE = re.compile(r"step-(\d+)(?:-(\d+))?\.jsonl")
+"""The names of the score files an evaluator writes: ``step-XXXXXXXX.jsonl``, ``-N`` for another at that step."""
+
+# Signature fields that change what a score means; prompts may differ (pairs are matched by prompt).
+_PAIRING_FIELDS = ("model", "image", "precision", "scale", "seed", "images_per_prompt")
+
 # Tells the evaluators of one process apart in the process group's store; every rank builds
 # its evaluators in the same order (or receives them pickled, numbered).
 _INSTANCES = itertools.count()
@@ -94,13 +108,16 @@ class EvaluationResult:
         step: the step given to :meth:`PromptEvaluator.evaluate`.
         values: ``prefix + "mean"|"mean_ci"|"min"|"max"|"std"|"count"``, per-tag means, and, from
             the second evaluation on, ``prefix + "delta"|"delta_ci"|"delta_count"`` (0-dim float64
-            tensors, synced).
+            tensors, synced). ``delta_ci`` is NaN below :data:`~clip_metric.intervals.MIN_PAIRS`
+            pairs (too few for an interval to be trusted), as ``mean_ci`` is below two prompts.
         records: every prompt scored, on every rank, in library order.
         rounds: rounds rendered (1 without ``target_ci``).
         stopped_early: whether ``target_ci`` was reached before the library was used up.
         signature: the score signature (rank 0 only; None elsewhere).
         path: the score file written (rank 0 only, when a ``scores_dir`` is set).
         best_worst: thumbnails of the best and worst samples, with ``num_logged_images``.
+        paired_with_step: the step of the evaluation ``delta`` pairs with (None when unpaired).
+        paired_with_file: that evaluation's score file, when known (rank 0, or every rank after a resume).
     """
 
     step: int
@@ -112,6 +129,8 @@ class EvaluationResult:
     path: Path | None = None
     best_worst: BestWorst | None = None
     summary: dict[str, float] = field(default_factory=dict)
+    paired_with_step: int | None = None
+    paired_with_file: str | None = None
 
 
 class PromptEvaluator:
@@ -205,8 +224,7 @@ class PromptEvaluator:
         if join_timeout is None:
             raise ValueError("Expected `join_timeout` to be a positive number of seconds but got None")
         self.join_timeout = check_optional_positive_number("join_timeout", join_timeout)
-        check_optional_path("scores_dir", scores_dir)
-        self.scores_dir = None if scores_dir is None else Path(scores_dir).expanduser()
+        self.scores_dir = scores_dir
         if prompts is None or prompts is False:
             raise ValueError(
                 f"Expected `prompts` to be a library (True, 'default', 'parti', 'geneval', a path, a list or a dict) "
@@ -215,6 +233,11 @@ class PromptEvaluator:
         full = load_prompt_library(prompts)
         self.library: list[Prompt] = select_prompts(full, max_prompts)
         self.library_size = len(full)
+        if max_prompts is not None and max_prompts > len(full) and rank_and_world_size()[0] == 0:
+            warnings.warn(
+                f"max_prompts={max_prompts} is more than the library holds: it has {len(full)} prompts, all of "
+                "them are used", UserWarning, stacklevel=2,
+            )
         self.library_name = library_name if library_name is not None else _library_name(prompts)
         self.subset = "all" if len(self.library) == len(full) else f"max{max_prompts}"
         # Who failed, in the error other ranks raise when one rank's rendering fails.
@@ -242,7 +265,12 @@ class PromptEvaluator:
         self._previous: dict[int, float] | None = None
         self._previous_count = 0
         self._previous_file: str | None = None
+        self._previous_step: int | None = None
+        self._previous_local = False  # scored by a local=True evaluation, on this process alone
         self._pending_file: str | None = None
+        self._pending_state: Mapping[str, Any] = {}
+        # Names the run in its score files, so a resumed run finds the evaluations it made.
+        self.run_id = uuid.uuid4().hex[:16]
 
     @classmethod
     def from_config(
@@ -277,6 +305,16 @@ class PromptEvaluator:
 
     # ------------------------------------------------------------------ model and state
     @property
+    def scores_dir(self) -> Path | None:
+        """Where rank 0 writes score files (None: none); checked when set, before anything is rendered."""
+        return self._scores_dir
+
+    @scores_dir.setter
+    def scores_dir(self, value: str | os.PathLike | None) -> None:
+        check_optional_path("scores_dir", value)
+        self._scores_dir = None if value is None else _checked_scores_dir(Path(value).expanduser())
+
+    @property
     def encoder(self) -> ClipEncoder | None:
         """The CLIP encoder, once loaded."""
         return self._encoder
@@ -292,30 +330,54 @@ class PromptEvaluator:
     @property
     def has_previous(self) -> bool:
         """Whether the next evaluation will be paired with a previous one (in memory or from a file)."""
-        return self._previous is not None or self._pending_file is not None
+        resumable = isinstance(self._pending_state.get("id"), str) and isinstance(self._pending_state.get("dir"), str)
+        return self._previous is not None or self._pending_file is not None or resumable
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the last evaluation's scores were written (an absolute path; None without a ``scores_dir``).
+        """Where the last evaluation's scores were written, and which run wrote them.
 
-        Enough to pair with that evaluation after a resume: the scores are read back from the file.
+        ``previous_scores_file``: an absolute path (None without a ``scores_dir``, or before the
+        first evaluation). ``scores_run``: the run's id (in every score file's header), its score
+        folder and the last evaluation's step. Enough to pair with the last evaluation after a
+        resume, including one that ran after this state was saved (the scores are read back from
+        the files).
         """
-        return {"previous_scores_file": self._previous_file}
+        if self._pending_file is not None or self._pending_state:  # loaded, not evaluated since
+            run = {**self._pending_state, "id": self.run_id}
+            return {"previous_scores_file": self._pending_file, "scores_run": run}
+        return {
+            "previous_scores_file": self._previous_file,
+            "scores_run": {
+                "id": self.run_id,
+                "dir": None if self.scores_dir is None else str(self.scores_dir.resolve()),
+                "previous_step": self._previous_step,
+            },
+        }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Pair the next evaluation with the score file named in ``state_dict`` (read then, on every rank).
+        """Pair the next evaluation with the last one of the checkpoint's run (read then, on every rank).
 
-        What this evaluator held before is dropped: a resumed run continues the checkpoint's
-        history. A state without a usable path (none was written, or another version's) makes the
-        next evaluation unpaired.
+        That is the newest score file the run wrote before the next evaluation's step (an
+        evaluation right after the checkpoint was saved included), else the file named in the
+        state. What this evaluator held before is dropped: a resumed run continues the
+        checkpoint's history, and writes its score files under the same run id. A state without a
+        usable path or run (none was written, or another version's) makes the next evaluation
+        unpaired.
         """
-        path = state_dict.get("previous_scores_file") if isinstance(state_dict, Mapping) else None
+        state = state_dict if isinstance(state_dict, Mapping) else {}
+        path = state.get("previous_scores_file")
+        run = state.get("scores_run")
         self.forget_previous()
         self._pending_file = path if isinstance(path, str) and path else None
+        self._pending_state = dict(run) if isinstance(run, Mapping) else {}
+        if isinstance(self._pending_state.get("id"), str):
+            self.run_id = self._pending_state["id"]
         self._previous_file = self._pending_file
 
     def forget_previous(self) -> None:
         """Make the next evaluation unpaired (as the first one)."""
         self._previous, self._previous_count, self._previous_file, self._pending_file = None, 0, None, None
+        self._previous_step, self._previous_local, self._pending_state = None, False, {}
 
     # ------------------------------------------------------------------ evaluation
     def rounds(self, limit: int | None = None) -> list[int]:
@@ -362,9 +424,13 @@ class PromptEvaluator:
                 ``if accelerator.is_main_process:``. Do not mix with evaluations every rank joins.
 
         Raises:
-            RuntimeError: on every rank, if rendering or scoring fails on another rank; if not
-                every rank calls it within ``join_timeout`` seconds (and ``local`` is False).
+            ValueError: if ``step`` is not a non-negative integer (before anything is rendered).
+            RuntimeError: on every rank, if rendering or scoring fails on another rank (naming that
+                rank's error); if not every rank calls it within ``join_timeout`` seconds (and
+                ``local`` is False); if the ranks hold different previous evaluations (``local=True``
+                mixed with evaluations every rank joins).
         """
+        step = _checked_step(step)
         if local:
             with local_only():
                 return self._evaluate(generate, step, device, modules, 0, 1, limit, advance, header, save, local)
@@ -374,9 +440,15 @@ class PromptEvaluator:
         return self._evaluate(generate, step, device, modules, rank, world_size, limit, advance, header, save, local)
 
     def _join(self, what: str) -> None:
-        self._meetings += 1
-        key = f"{self.owner}/{self.prefix}/{self._instance}/{self._meetings}"
-        wait_for_all_ranks(key, self.join_timeout, f"{self.owner}.{what}")
+        while True:
+            self._meetings += 1
+            key = f"{self.owner}/{self.prefix}/{self._instance}/{self._meetings}"
+            try:
+                return wait_for_all_ranks(key, self.join_timeout, f"{self.owner}.{what}")
+            except AbandonedMeeting:
+                # The others gave up on that call (and raised); this call is their next one.
+                log.warning("%s: %s came after the other ranks had given up on the previous call; joining their "
+                            "next call", self.owner, what)
 
     def _evaluate(
         self,
@@ -392,12 +464,18 @@ class PromptEvaluator:
         save: bool,
         local: bool,
     ) -> EvaluationResult:
-        encoder = self.load_encoder(quiet=rank != 0)
-        if device is not None:
-            encoder.to(device)
+        def load() -> ClipEncoder:
+            loaded = self.load_encoder(quiet=rank != 0)
+            return loaded if device is None else loaded.to(device)
+
+        # Jointly: a rank that cannot load CLIP must not leave the others in the next collective.
+        encoder = jointly("loading the CLIP model", load, owner=self.owner)
         device = encoder.device
         paired = limit is None
-        previous = self._load_previous(rank, world_size) if paired else None
+        if paired and not local:
+            self._check_same_previous(rank)
+        previous = self._load_previous(rank, world_size, step) if paired else None
+        paired_step, paired_file = (self._previous_step, self._previous_file) if previous is not None else (None, None)
         metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True, sync_on_compute=not local)
         metric.to(device)
         candidates = Candidates(self.num_logged_images) if self.num_logged_images else None
@@ -430,12 +508,17 @@ class PromptEvaluator:
                 log.warning(
                     "%s: no prompt of this evaluation was scored by the previous one; no %sdelta", self.prefix, self.prefix
                 )
+                paired_step, paired_file = None, None
             else:
+                # Below MIN_PAIRS the interval is NaN, as compare refuses one: the key stays, so
+                # loggers and monitors see the same keys at every evaluation.
+                ci = half_width(total, total_sq, int(count)) if count >= MIN_PAIRS else math.nan
                 values[self.prefix + "delta"] = torch.tensor(total / count, dtype=torch.float64, device=device)
-                values[self.prefix + "delta_ci"] = torch.tensor(
-                    half_width(total, total_sq, int(count)), dtype=torch.float64, device=device
-                )
+                values[self.prefix + "delta_ci"] = torch.tensor(ci, dtype=torch.float64, device=device)
                 values[self.prefix + "delta_count"] = torch.tensor(count, dtype=torch.float64, device=device)
+                if rank == 0:
+                    log.info("%s: step %d paired with the evaluation at step %s (%d prompts)",
+                             self.prefix, step, paired_step, int(count))
         scores_by_index = dict(zip(ids.tolist(), scores.tolist()))
         best_worst = candidates.gather(scores_by_index, collective_device()) if candidates is not None else None
         records = [
@@ -443,17 +526,26 @@ class PromptEvaluator:
                         tags=dict(self.library[i].tags))
             for i, score in sorted(scores_by_index.items())
         ]
-        result = EvaluationResult(step, values, records, rounds, stopped_early, best_worst=best_worst)
+        result = EvaluationResult(step, values, records, rounds, stopped_early, best_worst=best_worst,
+                                  paired_with_step=paired_step, paired_with_file=paired_file)
         result.summary = {k[len(self.prefix):]: float(v) for k, v in values.items()}
-        if rank == 0:  # a local model's weights are hashed once, where the file is written
-            result.signature = self.signature(limit)
-        if save and limit is None:
-            result.path = jointly("saving the scores", lambda: self._save(result, rank, header), owner=self.owner)
+        rendering = getattr(generate, "rendering", None)
+        if isinstance(rendering, Mapping):  # the generator's settings (steps, guidance, size, ...)
+            header = {"rendering": _json_safe(rendering), **(header or {})}
+
+        def finish() -> Path | None:
+            if rank == 0:  # a local model's weights are hashed once, where the file is written
+                result.signature = self.signature(limit)
+            return self._save(result, rank, header) if save and limit is None else None
+
+        result.path = jointly("saving the scores", finish, owner=self.owner)
         if paired:  # the next evaluation pairs with this one
             self._previous = {i: s for i, s in scores_by_index.items() if self._position[i] % world_size == rank}
             self._previous_count = len(scores_by_index)
             self._previous_file = None if result.path is None else str(result.path.resolve())
-            self._pending_file = None
+            self._previous_step = step
+            self._previous_local = local
+            self._pending_file, self._pending_state = None, {}
         return result
 
     def check(self, generate: GenerateImages, *, device: torch.device | str | None = None,
@@ -530,17 +622,55 @@ class PromptEvaluator:
         ])
         total, total_sq, count, p_total, p_total_sq, p_count = all_reduce_sum(local).tolist()
         if target == "delta":
-            if half_width(p_total, p_total_sq, int(p_count)) <= self.target_ci:
+            if p_count >= MIN_PAIRS and half_width(p_total, p_total_sq, int(p_count)) <= self.target_ci:
                 return True
             if p_count < self._previous_count:
                 return False  # more pairs to come
         return half_width(total, total_sq, int(count)) <= self.target_ci
 
-    def _load_previous(self, rank: int, world_size: int) -> dict[int, float] | None:
-        """This rank's previous scores by library index: from memory, or from the score file after a resume."""
-        if self._pending_file is None:
+    def _check_same_previous(self, rank: int) -> None:
+        """Raise on every rank if the ranks would pair with different evaluations (a collective)."""
+        mine = (self._previous is not None, self._previous_count, self._previous_step, self._previous_local,
+                self._pending_file)
+        every = gather_objects(mine)
+        if all(other == every[0] for other in every):
+            return
+
+        def describe(r: int, d: tuple) -> str:
+            has, count, step, local, pending = d
+            if pending is not None:
+                return f"rank {r}: a resumed state naming {pending}"
+            if not has:
+                return f"rank {r}: none"
+            kind = "a local=True evaluation" if local else "an evaluation"
+            return f"rank {r}: {kind} of {count} prompts at step {step}"
+
+        raise RuntimeError(
+            f"{self.owner}: the ranks hold different previous evaluations to pair with ("
+            + "; ".join(describe(r, d) for r, d in enumerate(every))
+            + "). An evaluation with local=True was mixed with evaluations every rank joins; call forget_previous() "
+            "(or load the same state) on every rank before the next joint evaluation."
+        )
+
+    def _load_previous(self, rank: int, world_size: int, step: int) -> dict[int, float] | None:
+        """This rank's previous scores by library index: from memory, or from a score file after a resume."""
+        if self._pending_file is None and not self._pending_state:
             return self._previous
-        path, self._pending_file = self._pending_file, None
+        state, self._pending_state = self._pending_state, {}
+        named, self._pending_file = self._pending_file, None
+        # Rank 0 chooses the file (the newest of this run before this step) and every rank reads it.
+        choice = jointly(
+            "choosing the previous evaluation's score file",
+            lambda: self._safe_resume_choice(named, state, step) if rank == 0 else None,
+            owner=self.owner,
+        )
+        path, reason = broadcast_object(choice)
+        if path is None:
+            if reason and rank == 0:
+                log.warning("%s: cannot pair with the evaluation before the resume (%s); this one is unpaired",
+                            self.prefix, reason)
+            self._previous, self._previous_count, self._previous_file, self._previous_step = None, 0, None, None
+            return None
 
         def read() -> tuple[dict[int, float], int]:
             scores = read_scores(path)
@@ -548,19 +678,73 @@ class PromptEvaluator:
             if scale != self.scale:
                 raise ValueError(f"{path} holds scores on scale {scale!r}, not {self.scale!r}")
             matched = {self._keys[r.key]: r.score for r in scores.records if r.key in self._keys}
-            return matched, len(matched)
+            return matched, scores.step
 
         try:
-            matched, count = jointly("reading the previous evaluation's score file", read, owner=self.owner)
+            matched, file_step = jointly("reading the previous evaluation's score file", read, owner=self.owner)
         except (OSError, ValueError, RuntimeError) as err:
             if rank == 0:
                 log.warning("%s: cannot pair with the evaluation before the resume (%s); this one is unpaired",
                             self.prefix, err)
-            self._previous, self._previous_count, self._previous_file = None, 0, None
+            self._previous, self._previous_count, self._previous_file, self._previous_step = None, 0, None, None
             return None
+        if rank == 0 and path != named:
+            log.info("%s: resumed; pairing with the newest evaluation of this run before step %d: %s (step %d)",
+                     self.prefix, step, path, file_step)
         self._previous = {i: s for i, s in matched.items() if self._position[i] % world_size == rank}
-        self._previous_count = count
+        self._previous_count = len(matched)
+        self._previous_file, self._previous_step, self._previous_local = path, file_step, False
         return self._previous
+
+    def _safe_resume_choice(
+        self, named: str | None, state: Mapping[str, Any], step: int
+    ) -> tuple[str | None, str | None]:
+        try:
+            return self._resume_choice(named, state, step)
+        except (OSError, ValueError) as err:  # an unreadable folder: unpaired, with the reason
+            return None, str(err)
+
+    def _resume_choice(
+        self, named: str | None, state: Mapping[str, Any], step: int
+    ) -> tuple[str | None, str | None]:
+        """``(path, None)`` of the evaluation to pair with after a resume, or ``(None, why not)``.
+
+        The state was saved when the checkpoint was; an evaluation may have followed at that very
+        step (diffusers' scripts save, then validate). So the newest score file of the same run
+        (its header's ``run_id``), from the state's file on and before ``step``, is the last
+        evaluation that happened; a file of a run resumed from an earlier checkpoint, at this
+        step or later, is not. Without a run id (an older state), the state's file.
+        """
+        run, directory = state.get("id"), state.get("dir")
+        named_step = state.get("previous_step")
+        if named is not None:
+            directory = str(Path(named).parent)
+        newest: tuple[tuple[int, int], str] | None = None
+        if isinstance(run, str) and isinstance(directory, str) and os.path.isdir(directory):
+            for entry in os.scandir(directory):
+                match = _SCORE_FILE.fullmatch(entry.name)
+                if match is None or not entry.is_file():  # never open a FIFO or a device
+                    continue
+                head = _header(entry.path)
+                file_step = head.get("step")
+                if head.get("run_id") != run or not isinstance(file_step, int) or isinstance(file_step, bool):
+                    continue
+                if file_step >= step or (isinstance(named_step, int) and file_step < named_step):
+                    continue
+                key = ((file_step, int(match.group(2) or 0)), str(Path(entry.path).resolve()))
+                if newest is None or key > newest:
+                    newest = key
+        path = newest[1] if newest is not None else named
+        if path is None:
+            return None, None  # nothing was evaluated before the checkpoint: a first evaluation
+        theirs = _header(path).get("signature")
+        if isinstance(theirs, Mapping):
+            mine = self.signature().as_dict()
+            fields = [k for k in _PAIRING_FIELDS if not (k == "precision" and mine[k] == "auto")]  # not resolved yet
+            differ = [f"{k}: {theirs.get(k)} vs {mine[k]}" for k in fields if theirs.get(k) != mine[k]]
+            if differ:
+                return None, f"{path} was scored differently ({'; '.join(differ)})"
+        return path, None
 
     def _save(self, result: EvaluationResult, rank: int, header: Mapping[str, Any] | None) -> Path | None:
         if rank != 0 or self.scores_dir is None:
@@ -568,20 +752,36 @@ class PromptEvaluator:
         full_header = {
             "scale": self.scale, "prefix": self.prefix, **(header or {}),
             "signature": None if result.signature is None else result.signature.as_dict(),
+            "run_id": self.run_id,
+            "paired_with": None if result.paired_with_step is None else {
+                "step": result.paired_with_step, "file": result.paired_with_file,
+            },
         }
         if self.target_ci is not None and len(self.library) > self.min_prompts:
             full_header["adaptive"] = {
                 "target": self.target, "target_ci": self.target_ci, "min_prompts": self.min_prompts,
                 "round_size": self.round_size, "rounds": result.rounds, "stopped_early": result.stopped_early,
             }
-        for attempt in range(1000):
-            suffix = "" if attempt == 0 else f"-{attempt}"
-            path = self.scores_dir / f"step-{result.step:08d}{suffix}.jsonl"
-            try:
-                return write_scores(path, result.records, step=result.step, header=full_header, exclusive=True)
-            except FileExistsError:
-                continue  # another evaluation at this step (validate() twice, test after fit)
-        raise FileExistsError(f"Too many score files for step {result.step} in {self.scores_dir}")
+        try:
+            for attempt in range(1000):
+                suffix = "" if attempt == 0 else f"-{attempt}"
+                path = self.scores_dir / f"step-{result.step:08d}{suffix}.jsonl"
+                try:
+                    return write_scores(path, result.records, step=result.step, header=full_header, exclusive=True)
+                except FileExistsError:
+                    if not self.scores_dir.is_dir():
+                        raise
+                    continue  # another evaluation at this step (validate() twice, test after fit)
+            raise FileExistsError(f"Too many score files for step {result.step} in {self.scores_dir}")
+        except OSError as err:
+            # The scores are computed: a folder that fails only now (read-only, full, removed)
+            # costs the file, not the evaluation's values.
+            warnings.warn(
+                f"{self.owner}: the scores of step {result.step} were not written to {self.scores_dir} ({err}); "
+                "the values are returned, and the next evaluation after a resume cannot pair with this one",
+                UserWarning, stacklevel=2,
+            )
+            return None
 
     def _tag_means(self, ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
         """``prefix + "<tag>/<value>"``: the mean score of the prompts with each value of each tag."""
@@ -622,3 +822,64 @@ def _library_name(prompts: Any) -> str:
     if isinstance(prompts, (str, os.PathLike)):
         return Path(prompts).name
     return "custom"
+
+
+def _checked_step(step: Any) -> int:
+    """``step`` as an ``int``: any integer type (``numpy.int64`` too), not a bool, a float or a negative."""
+    if isinstance(step, numbers.Integral) and not isinstance(step, bool) and int(step) >= 0:
+        return int(step)
+    raise ValueError(f"Expected `step` to be a non-negative int but got {step!r}")
+
+
+def _checked_scores_dir(path: Path) -> Path:
+    """``path`` if it is, or can be made, a writable folder; refused now rather than after rendering.
+
+    Raises:
+        ValueError: if ``path`` (or the nearest existing folder above it) is not a directory.
+        PermissionError: if that folder cannot be written (permissions, a read-only filesystem).
+    """
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "it" if existing == path else f"{str(existing)!r} above it"
+        raise ValueError(
+            f"Expected `scores_dir` to be a directory (or a path one can be made at) but got {str(path)!r}: "
+            f"{what} exists and is not a directory"
+        )
+    read_only = hasattr(os, "statvfs") and bool(os.statvfs(existing).f_flag & getattr(os, "ST_RDONLY", 0))
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Expected a writable `scores_dir` but got {str(path)!r}: {str(existing)!r} cannot be written"
+            f"{' (a read-only filesystem)' if read_only else ''}"
+        )
+    return path
+
+
+def _header(path: str | os.PathLike) -> dict[str, Any]:
+    """The header object of a score file (its first line); empty when it has none or cannot be read."""
+    if not os.path.isfile(path):  # never open a FIFO or a device
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            head = json.loads(handle.readline(1 << 20))
+    except (OSError, ValueError):
+        return {}
+    return head if isinstance(head, dict) else {}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot hold (dtypes, tuples, objects) written as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(float(value)):
+        return float(value)
+    return str(value)

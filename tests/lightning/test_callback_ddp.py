@@ -118,6 +118,6 @@ def test_a_failure_on_one_rank_makes_every_rank_raise(tmp_path, tiny_clip_dir):
         trainer.fit(TinyTextToImage())
     assert (tmp_path / "rank1.txt").read_text() == "RuntimeError: generation broke on rank one"
     assert (tmp_path / "rank0.txt").read_text() == (
-        "RuntimeError: ClipScoreCallback: the generate-and-score check at fit start failed on 1 other rank(s); "
-        "see their logs"
+        "OtherRankError: ClipScoreCallback: the generate-and-score check at fit start failed on 1 other rank(s) "
+        "(rank 1: RuntimeError: generation broke on rank one); see their logs for the traceback"
     )

@@ -120,7 +120,8 @@ def test_a_failure_on_one_rank_raises_on_both_and_main_process_only_never_hangs(
     _spawn(_failing_and_main_only_worker, (str(tmp_path / "init"), str(tiny_clip_dir), str(tmp_path)))
     assert Path(tmp_path, "rank1.txt").read_text() == "rank 1 ran out of memory"
     assert Path(tmp_path, "rank0.txt").read_text() == (
-        "PromptEvaluator: rendering and scoring failed on 1 other rank(s); see their logs"
+        "PromptEvaluator: rendering and scoring failed on 1 other rank(s) "
+        "(rank 1: RuntimeError: rank 1 ran out of memory); see their logs for the traceback"
     )
     error = Path(tmp_path, "error.txt").read_text()
     assert "evaluate() was called on rank 0, but only 1 of 2 ranks called it within 3 s" in error
