@@ -76,7 +76,7 @@ from clip_metric.utilities.checks import (
     check_prefix,
 )
 from clip_metric.utilities.constants import DEFAULT_MIN_PROMPTS, DEFAULT_MODEL, DEFAULT_PREFIX, DEFAULT_ROUND_SIZE
-from clip_metric.utilities.keys import safe_key
+from clip_metric.utilities.keys import tag_key
 from clip_metric.utilities.precision import check_precision
 from clip_metric.utilities.rng import preserved_rng
 
@@ -784,7 +784,8 @@ class PromptEvaluator:
             return None
 
     def _tag_means(self, ids: Tensor, scores: Tensor) -> dict[str, Tensor]:
-        """``prefix + "<tag>/<value>"``: the mean score of the prompts with each value of each tag."""
+        """``prefix + "by_<tag>/<value>"`` (:func:`~clip_metric.utilities.keys.tag_key`): the mean score of the
+        prompts with each value of each tag."""
         sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         for index, score in zip(ids.tolist(), scores.tolist()):
             for name, value in self.library[index].tags.items():
@@ -792,7 +793,7 @@ class PromptEvaluator:
                 sums[(name, value)][1] += 1
         out: dict[str, Tensor] = {}
         for (name, value), (total, count) in sorted(sums.items()):
-            key = f"{self.prefix}{safe_key(name)}/{safe_key(value)}"
+            key = self.prefix + tag_key(name, value)
             while key in out:  # two values that differ only in characters loggers refuse
                 key += "_"
             out[key] = torch.tensor(total / count, dtype=torch.float64, device=scores.device)

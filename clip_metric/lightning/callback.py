@@ -57,7 +57,7 @@ from clip_metric.utilities.constants import (
     STAT_NAMES,
 )
 from clip_metric.functional import check_scale
-from clip_metric.utilities.keys import safe_key
+from clip_metric.utilities.keys import is_tag_key
 from clip_metric.utilities.precision import check_precision
 
 log = logging.getLogger("clip_metric")
@@ -395,8 +395,7 @@ class ClipScoreCallback(*callback_bases()):  # type: ignore[misc]
         rest = key[len(self.prefix) :] if key.startswith(self.prefix) else None
         if rest is None:
             return False
-        tag_names = {safe_key(name) for prompt in self.prompt_library for name in prompt.tags}
-        return rest in STAT_NAMES or rest in DELTA_NAMES or rest.split("/", 1)[0] in tag_names
+        return rest in STAT_NAMES or rest in DELTA_NAMES or is_tag_key(rest)
 
     def _monitors(self, trainer: Trainer) -> list[Callback]:
         return [

@@ -363,8 +363,8 @@ def test_per_category_means_are_logged(tmp_path, tiny_clip_dir):
     callback = ClipScoreCallback(tiny_clip_dir, prompts=library, precision="32")
     (results,) = _trainer(tmp_path, callback).validate(TinyTextToImage())
     rows = {r.prompt_id: r.score for r in read_scores(next(tmp_path.rglob("step-*.jsonl"))).records}
-    assert results["clip/category/shapes"] == pytest.approx((rows["a"] + rows["b"]) / 2, abs=1e-5)
-    assert results["clip/category/animals"] == pytest.approx(rows["c"], abs=1e-5)
+    assert results["clip/by_category/shapes"] == pytest.approx((rows["a"] + rows["b"]) / 2, abs=1e-5)
+    assert results["clip/by_category/animals"] == pytest.approx(rows["c"], abs=1e-5)
 
 
 def test_a_mean_per_value_of_every_tag_with_names_every_logger_takes(tmp_path, tiny_clip_dir):
@@ -377,9 +377,9 @@ def test_a_mean_per_value_of_every_tag_with_names_every_logger_takes(tmp_path, t
     (results,) = _trainer(tmp_path, callback).validate(TinyTextToImage())
     scores = read_scores(next(tmp_path.rglob("step-*.jsonl")))
     rows = {r.prompt: r.score for r in scores.records}
-    assert results["clip/category/Produce_Plants"] == pytest.approx((rows["a red circle"] + rows["a blue square"]) / 2)
-    assert results["clip/challenge/Basic"] == pytest.approx((rows["a red circle"] + rows["a photo of a cat"]) / 2)
-    assert results["clip/challenge/Fine-grained_Detail"] == pytest.approx(rows["a blue square"])
+    assert results["clip/by_category/Produce_Plants"] == pytest.approx((rows["a red circle"] + rows["a blue square"]) / 2)
+    assert results["clip/by_challenge/Basic"] == pytest.approx((rows["a red circle"] + rows["a photo of a cat"]) / 2)
+    assert results["clip/by_challenge/Fine-grained_Detail"] == pytest.approx(rows["a blue square"])
     # The per-prompt file keeps the tags as written.
     assert scores.records[0].tags == {"category": "Produce & Plants", "challenge": "Basic"}
 
