@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -130,6 +131,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-scale", type=_guidance, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--height", type=_size, help="image height (default: the pipeline's)")
     parser.add_argument("--width", type=_size, help="image width (default: the pipeline's)")
+    parser.add_argument("--negative-prompt", metavar="TEXT", help="the negative prompt of every image (default: none)")
     parser.add_argument("--pipeline-kwargs", type=_pipeline_kwargs, default={}, metavar="JSON",
                         help='further pipeline-call arguments, a JSON object (e.g. \'{"eta": 0.5}\')')
     parser.add_argument("--seed-offset", type=_at_most(non_negative_int, _SEED_SPACE - 1, "seeds are 31-bit"),
@@ -365,20 +367,34 @@ def _evaluator(rendering: list[str], **kwargs: Any) -> Any:
 
 
 class _Render:
-    """``generate(prompts, seeds)`` of one loaded pipeline, with its rendering settings as ``rendering``."""
+    """``generate(prompts, seeds)`` of one loaded pipeline, with its rendering settings as ``rendering``.
 
-    def __init__(self, generate: Any, rendering: dict, seed_offset: int) -> None:
-        self.generate, self.rendering, self.seed_offset = generate, rendering, seed_offset
+    A negative prompt goes to the pipeline as one per prompt (diffusers wants a list beside a list).
+    """
+
+    def __init__(self, generator: Any, pipe: Any, args: argparse.Namespace) -> None:
+        self.generator, self.pipe = generator, pipe
+        self.seed_offset, self.negative_prompt = args.seed_offset, args.negative_prompt
+        self.rendering = _rendering(generator, pipe, args)
+        self._bound: dict[int, Any] = {}
 
     def __call__(self, prompts: list, seeds: list) -> Any:
         if self.seed_offset:
             seeds = [(int(seed) + self.seed_offset) % _SEED_SPACE for seed in seeds]
-        return self.generate(prompts, seeds)
+        count = len(prompts)
+        if count not in self._bound:
+            generator = self.generator
+            if self.negative_prompt is not None:
+                generator = copy.copy(generator)
+                generator.call_kwargs = {**generator.call_kwargs, "negative_prompt": [self.negative_prompt] * count}
+            self._bound[count] = generator.bind(self.pipe)
+        return self._bound[count](prompts, seeds)
 
 
 def _rendering(generator: Any, pipe: Any, args: argparse.Namespace) -> dict:
     """The rendering settings of ``pipe`` with ``generator``: the generator's, the classes and dtype, the seed offset."""
     rendering = dict(generator.rendering)
+    rendering["negative_prompt"] = args.negative_prompt
     scheduler = getattr(pipe, "scheduler", None)
     rendering.update(
         pipeline=type(pipe).__name__, scheduler=None if scheduler is None else type(scheduler).__name__,
@@ -414,7 +430,7 @@ def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
     for index, (source, name) in enumerate(zip(args.pipelines, names)):
         pipe = _load_pipeline(source, args, fabric.device)
         step = _checkpoint_step(source, index)
-        render = _Render(generator.bind(pipe), _rendering(generator, pipe, args), args.seed_offset)
+        render = _Render(generator, pipe, args)
         signature_rendering[0] = rendering_field(render.rendering)
         evaluator.scores_dir = Path(args.output_dir, name, SCORES_DIRNAME) if args.output_dir and rank == 0 else None
         bar = tqdm(total=evaluator.shard_size(rank, world_size), desc=f"{name}", unit="prompt", disable=quiet,

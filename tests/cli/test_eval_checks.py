@@ -37,13 +37,14 @@ def _refused(capsys, *argv):
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--guidance-scale", "nan"), ("--guidance-scale", "inf"), ("--guidance-scale", "-inf"), ("--guidance-scale", "-1"),
+     ("--guidance-scale", "1e999"),
      ("--height", "1000000"), ("--width", "99999999999999999992"), ("--num-inference-steps", "100000000"),
      ("--seed-offset", str(2**31)), ("--seed-offset", "-1"), ("--pipeline-kwargs", "[1]"),
      ("--pipeline-kwargs", "{nope"), ("--pipeline-kwargs", '{"guidance_scale": 2}')],
 )
 def test_non_finite_or_out_of_range_numbers_are_usage_errors_before_loading(capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "no-such-pipeline/", option, value])
+        main(["eval", "no-such-pipeline/", f"{option}={value}"])  # "=": a value such as -1 reaches the check
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and option in err, err
     assert "no such pipeline" not in err  # refused by the parser, before anything else
@@ -129,14 +130,15 @@ def _eval(capsys, *argv):
 def test_rendering_settings_are_recorded_and_compare_refuses_different_renderings(pipeline, tmp_path, capsys):
     a = _eval(capsys, pipeline, "--output-dir", tmp_path / "a", "--guidance-scale", "3")
     b = _eval(capsys, pipeline, "--output-dir", tmp_path / "b", "--guidance-scale", "3", "--num-inference-steps", "2",
-              "--seed-offset", "7", "--pipeline-kwargs", '{"eta": 0.5}')
+              "--seed-offset", "7", "--pipeline-kwargs", '{"eta": 0.5}', "--negative-prompt", "blurry", "--batch-size",
+              "3")  # batches of 3 and 1: one negative prompt per prompt in each
     assert a["rendering"] == {
         "num_inference_steps": 1, "guidance_scale": 3.0, "height": None, "width": None, "negative_prompt": None,
         "pipeline": "StableDiffusionPipeline", "scheduler": "DDIMScheduler", "dtype": "float32", "seed_offset": 0,
     }
     assert b["rendering"]["num_inference_steps"] == 2 and b["rendering"]["kwargs"] == {"eta": 0.5}
     assert "|rendering:steps1,cfg3,StableDiffusionPipeline,DDIMScheduler,float32" in a["signature"]
-    assert ",seed+7,kwargs#" in b["signature"]
+    assert ",neg#" in b["signature"] and ",seed+7,kwargs#" in b["signature"] and b["rendering"]["negative_prompt"] == "blurry"
     header = read_scores(b["score_file"]).header
     assert header["rendering"] == b["rendering"] and header["signature"]["rendering"] in b["signature"]
     summary = json.loads((tmp_path / "b" / "checkpoint-100" / "summary.json").read_text())
