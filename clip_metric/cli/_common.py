@@ -106,7 +106,7 @@ def launch(worker: Any, args: Any) -> Any:
 _LAUNCH_LOGGERS = ("lightning.fabric", "lightning_fabric", "lightning.pytorch", "pytorch_lightning",
                    "torch.distributed", "torch.multiprocessing")
 # The error a rank raises when its own work succeeded but another rank's failed.
-_OTHER_RANK = re.compile(r"failed on \d+ other rank")
+_OTHER_RANK = re.compile(r"\bother rank|failed on rank \d+")
 # How long a rank that failed only because another did waits for that rank's error to be recorded.
 _OTHER_RANK_WAIT_S = 10.0
 

@@ -243,6 +243,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise CliError("clip-metric eval needs diffusers: pip install 'clip-metric[diffusers]'") from None
     for source, index in indexes:
         _check_pipeline_class(source, index, diffusers)
+        _check_steps(source, index, args.num_inference_steps)
     if loras:
         import importlib.util
 
@@ -260,6 +261,19 @@ def _check_pipeline_class(source: str, index: dict | None, diffusers: Any) -> No
             f"{source}: model_index.json names the pipeline class {name!r}, which diffusers {diffusers.__version__} "
             "does not have (a newer diffusers, or a misspelt _class_name?)"
         )
+
+
+def _check_steps(source: str, index: dict | None, steps: int) -> None:
+    """``--num-inference-steps`` within the scheduler's training timesteps (schedulers refuse more when called)."""
+    if index is None:
+        return
+    config = Path(source).expanduser() / "scheduler" / "scheduler_config.json"
+    if not config.is_file():
+        return
+    timesteps = _read_json(config).get("num_train_timesteps")
+    if isinstance(timesteps, int) and steps > timesteps:
+        raise CliError(f"--num-inference-steps {steps}: expected at most the {timesteps} timesteps the scheduler of "
+                       f"{source} was trained with")
 
 
 def _check_output_folders(root: Path, names: list[str]) -> None:

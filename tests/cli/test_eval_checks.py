@@ -27,7 +27,7 @@ def pipeline(tmp_path_factory):
 
 
 def _refused(capsys, *argv):
-    code = main(["eval", *map(str, argv), *COMMON])
+    code = main(["eval", *COMMON, *map(str, argv)])
     captured = capsys.readouterr()
     assert code == 2, captured.err
     assert "Traceback" not in captured.err and captured.out == ""
@@ -48,6 +48,10 @@ def test_non_finite_or_out_of_range_numbers_are_usage_errors_before_loading(caps
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and option in err, err
     assert "no such pipeline" not in err  # refused by the parser, before anything else
+
+
+def test_more_steps_than_the_scheduler_s_timesteps_are_refused_before_loading(pipeline, capsys):
+    assert "expected at most the 1000 timesteps" in _refused(capsys, pipeline, "--num-inference-steps", "1001")
 
 
 def test_pipeline_kwargs_set_by_the_command_are_named(capsys):
