@@ -105,8 +105,9 @@ def launch(worker: Any, args: Any) -> Any:
 # Lightning's loggers that announce the process group ("Initializing distributed: ...").
 _LAUNCH_LOGGERS = ("lightning.fabric", "lightning_fabric", "lightning.pytorch", "pytorch_lightning",
                    "torch.distributed", "torch.multiprocessing")
-# The error a rank raises when its own work succeeded but another rank's failed.
-_OTHER_RANK = re.compile(r"\bother rank|failed on rank \d+")
+# The errors a rank raises when its own work succeeded but another rank's failed: the joint
+# failure of clip_metric.distributed, or a collective whose peer process is gone (gloo's words).
+_OTHER_RANK = re.compile(r"\bother rank|failed on rank \d+|closed by peer|reset by peer|remote worker")
 # How long a rank that failed only because another did waits for that rank's error to be recorded.
 _OTHER_RANK_WAIT_S = 10.0
 
@@ -202,9 +203,10 @@ def _rank_failure(folder: Path, err: Exception) -> Exception | None:
             records.append(pickle.loads(path.read_bytes()))
         except Exception:  # a record cut short by the process's end: the others still count
             continue
-    records.sort(key=lambda r: (r["other_rank"], r["rank"]))
     exited = getattr(err, "exit_code", None)
     index = getattr(err, "error_index", None)
+    # A rank's own error first; among those, the process that ended first.
+    records.sort(key=lambda r: (r["other_rank"], r["rank"] != index, r["rank"]))
     if exited is not None and index is not None and not any(r["rank"] == index for r in records):
         how = f"signal {err.signal_name}" if getattr(err, "signal_name", None) else f"exit code {exited}"
         return CliError(f"the process of rank {index} ended with {how} without raising an error (killed, out of "
