@@ -94,8 +94,11 @@ def _size(text: str) -> int:
 
 def _pipeline_kwargs(text: str) -> dict:
     """A JSON object of further pipeline-call arguments, none of those the command sets itself."""
+    def refuse(constant: str) -> None:  # NaN and Infinity: Python's json takes them, JSON files cannot hold them
+        raise ValueError(f"{constant} is not a JSON number")
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=refuse)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r} ({err})") from None
     if not isinstance(value, dict):

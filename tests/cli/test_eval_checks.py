@@ -40,7 +40,7 @@ def _refused(capsys, *argv):
      ("--guidance-scale", "1e999"),
      ("--height", "1000000"), ("--width", "99999999999999999992"), ("--num-inference-steps", "100000000"),
      ("--seed-offset", str(2**31)), ("--seed-offset", "-1"), ("--pipeline-kwargs", "[1]"),
-     ("--pipeline-kwargs", "{nope"), ("--pipeline-kwargs", '{"guidance_scale": 2}')],
+     ("--pipeline-kwargs", "{nope"), ("--pipeline-kwargs", '{"eta": NaN}'), ("--pipeline-kwargs", '{"guidance_scale": 2}')],
 )
 def test_non_finite_or_out_of_range_numbers_are_usage_errors_before_loading(capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
