@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SEED_RULE", "ScoreSignature", "library_hash", "model_fingerprint", "signature_of"]
+__all__ = ["SEED_RULE", "ScoreSignature", "library_hash", "model_fingerprint", "rendering_field", "signature_of"]
 
 SEED_RULE = "sha256(text)"
 """How a prompt's seed is chosen: the first 8 bytes of the SHA-256 of its text (31 bits)."""
@@ -43,6 +44,8 @@ class ScoreSignature:
         seed: how each prompt's seed is chosen.
         images_per_prompt: images scored per prompt: a count, or ``"<min>-<max>"`` (``"1-2"``)
             when prompts got different numbers of images.
+        rendering: how the images were rendered, where the package rendered them (see
+            :func:`rendering_field`); ``"-"`` where it did not know.
 
     Example:
         >>> a = ScoreSignature("0.1.0", "m", "32,bicubic+aa,crop32", "32", "cosine", "p#00,n2,all", SEED_RULE, 1)
@@ -59,11 +62,13 @@ class ScoreSignature:
     prompts: str
     seed: str
     images_per_prompt: int | str
+    rendering: str = "-"
 
     def __str__(self) -> str:
         return "|".join(
             [f"clip-metric {self.version}"]
-            + [f"{name.replace('_per_', '/')}:{getattr(self, name)}" for name in _FIELDS[1:]]
+            + [f"{name.replace('_per_', '/')}:{getattr(self, name)}" for name in _FIELDS[1:]
+               if not (name in _OPTIONAL and getattr(self, name) == "-")]  # unknown: the string older versions wrote
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -78,22 +83,21 @@ class ScoreSignature:
             ValueError: if a field is missing, or holds the wrong type (a number ``model``, a
                 string ``images_per_prompt``: the value and its type are named).
         """
-        missing = [name for name in _FIELDS if name not in data]
+        missing = [name for name in _FIELDS if name not in data and name not in _OPTIONAL]
         if missing:
             raise ValueError(f"Expected a score signature with fields {_FIELDS} but got one without {missing}")
         # Typed, so that "1" and 1 are never compared (nor printed alike as "1 vs 1").
         malformed = [
             f"{name}={data[name]!r} ({type(data[name]).__name__})"
             for name in _FIELDS
-            if not (isinstance(data[name], int) and not isinstance(data[name], bool) and data[name] >= 1
-                    if name == "images_per_prompt" else isinstance(data[name], str))
+            if name in data and not _well_typed(name, data[name])
         ]
         if malformed:
             raise ValueError(
-                "Expected a score signature of string fields and a positive integer images_per_prompt but got "
-                + ", ".join(malformed)
+                "Expected a score signature of string fields and an images_per_prompt that is a positive integer "
+                "or a '<min>-<max>' range but got " + ", ".join(malformed)
             )
-        return cls(**{name: data[name] for name in _FIELDS})
+        return cls(**{name: data[name] for name in _FIELDS if name in data})
 
     def differences(self, other: ScoreSignature) -> list[str]:
         """``"field: mine vs theirs"`` for every field that differs (the package version included)."""
@@ -105,6 +109,48 @@ class ScoreSignature:
 
 
 _FIELDS = tuple(f.name for f in fields(ScoreSignature))
+_IMAGE_RANGE = re.compile(r"[1-9][0-9]*-[1-9][0-9]*")
+
+
+def _well_typed(name: str, value: Any) -> bool:
+    if name == "images_per_prompt":
+        if isinstance(value, str):
+            return _IMAGE_RANGE.fullmatch(value) is not None
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, str)
+# Fields later versions added: a signature read from an older score file has their default.
+_OPTIONAL = ("rendering",)
+
+
+def rendering_field(rendering: Mapping[str, Any]) -> str:
+    """The ``rendering`` field from rendering settings (``DiffusersGenerator.rendering`` and the like).
+
+    Steps, guidance, size, pipeline and scheduler classes and dtype in a short form; a negative
+    prompt and further pipeline arguments as hashes; absent settings (the pipeline's defaults) left out.
+
+    Example:
+        >>> rendering_field({"num_inference_steps": 30, "guidance_scale": 7.5, "height": 512, "width": 512,
+        ...                  "scheduler": "DDIMScheduler"})
+        'steps30,cfg7.5,512x512,DDIMScheduler'
+    """
+    import json
+
+    parts = []
+    if rendering.get("num_inference_steps") is not None:
+        parts.append(f"steps{rendering['num_inference_steps']}")
+    if rendering.get("guidance_scale") is not None:
+        parts.append(f"cfg{float(rendering['guidance_scale']):g}")
+    height, width = rendering.get("height"), rendering.get("width")
+    if height is not None or width is not None:
+        parts.append(f"{height or 'default'}x{width or 'default'}")
+    parts += [str(rendering[key]) for key in ("pipeline", "scheduler", "dtype") if rendering.get(key)]
+    if rendering.get("negative_prompt"):
+        parts.append(f"neg#{library_hash([str(rendering['negative_prompt'])])}")
+    if rendering.get("seed_offset"):
+        parts.append(f"seed+{rendering['seed_offset']}")
+    if rendering.get("kwargs"):
+        parts.append(f"kwargs#{library_hash([json.dumps(rendering['kwargs'], sort_keys=True, default=repr)])}")
+    return ",".join(parts) or "-"
 
 
 def library_hash(texts: Sequence[str]) -> str:

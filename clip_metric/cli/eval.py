@@ -13,13 +13,20 @@ Fabric; each prompt gets the same noise on any device, so 1 and N devices give t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import dataclasses
 import json
+import math
+import os
 import re
+import stat
+import tempfile
 import sys
 from pathlib import Path
 from typing import Any
 
-from clip_metric.cli._common import CliError, Formatter, launch, positive_int, resolve_model
+from clip_metric.cli._common import CliError, Formatter, launch, non_negative_int, positive_int, resolve_model
 from clip_metric.cli.score import PRECISIONS
 from clip_metric.utilities.constants import (
     DEFAULT_MIN_PROMPTS,
@@ -35,6 +42,13 @@ _PIPELINE_DTYPES = {"32": "float32", "bf16-mixed": "bfloat16", "bf16-true": "bfl
 _LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
 # The denoiser a component folder replaces on top of --base.
 _COMPONENTS = ("unet", "transformer")
+# Larger than any diffusers model renders; a typo there would render for hours.
+_MAX_SIZE = 16384
+# Pipeline-call arguments the command sets (from its options or for scoring): not in --pipeline-kwargs.
+_SET_BY_EVAL = ("prompt", "generator", "output_type", "latents", "num_inference_steps", "guidance_scale", "height",
+                "width", "num_images_per_prompt", "negative_prompt")
+# Seeds are 31-bit (clip_metric.signature.SEED_RULE); an offset wraps around within them.
+_SEED_SPACE = 2**31
 
 
 def _positive_float(text: str) -> float:
@@ -47,10 +61,53 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _guidance(text: str) -> float:
+    """A finite guidance scale of at least 0 (NaN or Inf would render NaN images)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of at least 0 but got {text!r}")
+    return value
+
+
+def _at_most(kind: Any, maximum: int, why: str) -> Any:
+    def parse(text: str) -> int:
+        value = kind(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum} ({why}) but got {text}")
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "int")
+    return parse
+
+
 def _size(text: str) -> int:
     value = positive_int(text)
     if value % 8:
         raise argparse.ArgumentTypeError(f"expected a multiple of 8 (the VAE's scale) but got {text}")
+    if value > _MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_SIZE} pixels but got {text}")
+    return value
+
+
+def _pipeline_kwargs(text: str) -> dict:
+    """A JSON object of further pipeline-call arguments, none of those the command sets itself."""
+    def refuse(constant: str) -> None:  # NaN and Infinity: Python's json takes them, JSON files cannot hold them
+        raise ValueError(f"{constant} is not a JSON number")
+
+    try:
+        value = json.loads(text, parse_constant=refuse)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r}")
+    taken = sorted(set(value) & set(_SET_BY_EVAL))
+    if taken:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by clip-metric eval itself (use its options)"
+        )
     return value
 
 
@@ -72,10 +129,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="with --target-ci: prompts added per round, over all devices")
     parser.add_argument("--model", help=f"CLIP hub id or local directory (e.g. {DEFAULT_MODEL}); default: the embedded demo model")
     parser.add_argument("--output-dir", help="one folder per pipeline with its score file and summary.json (for compare)")
-    parser.add_argument("--num-inference-steps", type=positive_int, default=20, help="denoising steps per image")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
+    parser.add_argument("--num-inference-steps", type=_at_most(positive_int, 10000, "denoising steps"), default=20,
+                        help="denoising steps per image")
+    parser.add_argument("--guidance-scale", type=_guidance, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--height", type=_size, help="image height (default: the pipeline's)")
     parser.add_argument("--width", type=_size, help="image width (default: the pipeline's)")
+    parser.add_argument("--negative-prompt", metavar="TEXT", help="the negative prompt of every image (default: none)")
+    parser.add_argument("--pipeline-kwargs", type=_pipeline_kwargs, default={}, metavar="JSON",
+                        help='further pipeline-call arguments, a JSON object (e.g. \'{"eta": 0.5}\')')
+    parser.add_argument("--seed-offset", type=_at_most(non_negative_int, _SEED_SPACE - 1, "seeds are 31-bit"),
+                        default=0, help="added to every prompt's seed: other noise for the same prompts")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="prompts per pipeline call on each device")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="CLIP precision, and the pipeline's dtype (auto: float32 on the CPU, bfloat16 on CUDA)")
@@ -147,19 +210,84 @@ def _check_pipeline_folder(source: str, role: str) -> dict | None:
     return _read_json(path / "model_index.json")
 
 
+def _kind_of(path: Path) -> str:
+    """What a path that exists but is not a regular file or folder is, for an error message."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def _check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before anything is loaded or rendered, what cannot work: every pipeline is checked."""
+    indexes = []
+    loras = []
     if args.base:
         index = _check_pipeline_folder(args.base, "base pipeline")
+        indexes.append((args.base, index))
         for source in args.pipelines:
-            _component_or_lora(source, index)
+            kind, _ = _component_or_lora(source, index)
+            if kind == "lora":
+                loras.append(source)
     else:
         for source in args.pipelines:
-            _check_pipeline_folder(source, "pipeline")
-    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise CliError(f"--output-dir {args.output_dir} is a file; name a folder")
-    if args.prompts not in ("parti", "geneval", "default") and not Path(args.prompts).is_file():
-        raise CliError(f"--prompts {args.prompts}: no such file (or use parti, geneval or default)")
+            indexes.append((source, _check_pipeline_folder(source, "pipeline")))
+    if args.prompts not in ("parti", "geneval", "default"):
+        prompts = Path(args.prompts)
+        if not prompts.exists():
+            raise CliError(f"--prompts {args.prompts}: no such file (or use parti, geneval or default)")
+        if not prompts.is_file() or not stat.S_ISREG(prompts.stat().st_mode):
+            raise CliError(f"--prompts {args.prompts}: is {_kind_of(prompts)}, not a regular file of prompts")
+    try:
+        import diffusers
+    except ImportError:
+        raise CliError("clip-metric eval needs diffusers: pip install 'clip-metric[diffusers]'") from None
+    for source, index in indexes:
+        _check_pipeline_class(source, index, diffusers)
+        _check_steps(source, index, args.num_inference_steps)
+    if loras:
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise CliError(f"{loras[0]}: LoRA weights need peft, which is not installed: pip install peft")
+    if args.output_dir:
+        _check_output_folders(Path(args.output_dir), _output_names(args.pipelines))
+
+
+def _check_pipeline_class(source: str, index: dict | None, diffusers: Any) -> None:
+    """A pipeline's ``_class_name`` that diffusers has (a custom ``[module, class]`` one is diffusers' to load)."""
+    name = None if index is None else index.get("_class_name")
+    if isinstance(name, str) and not hasattr(diffusers, name):
+        raise CliError(
+            f"{source}: model_index.json names the pipeline class {name!r}, which diffusers {diffusers.__version__} "
+            "does not have (a newer diffusers, or a misspelt _class_name?)"
+        )
+
+
+def _check_steps(source: str, index: dict | None, steps: int) -> None:
+    """``--num-inference-steps`` within the scheduler's training timesteps (schedulers refuse more when called)."""
+    if index is None:
+        return
+    config = Path(source).expanduser() / "scheduler" / "scheduler_config.json"
+    if not config.is_file():
+        return
+    timesteps = _read_json(config).get("num_train_timesteps")
+    if isinstance(timesteps, int) and steps > timesteps:
+        raise CliError(f"--num-inference-steps {steps}: expected at most the {timesteps} timesteps the scheduler of "
+                       f"{source} was trained with")
+
+
+def _check_output_folders(root: Path, names: list[str]) -> None:
+    """Create ``root/<name>/clip_scores`` for every pipeline now: one that cannot be is an error before rendering."""
+    for folder in (root, *(root / name for name in names), *(root / name / SCORES_DIRNAME for name in names)):
+        if folder.exists() and not folder.is_dir():
+            raise CliError(f"--output-dir: {folder} is {_kind_of(folder)}; name a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CliError(f"--output-dir: {folder} cannot be created: {err.strerror or err}") from None
 
 
 def _component_or_lora(source: str, base_index: dict | None) -> tuple[str, Path]:
@@ -215,7 +343,8 @@ def _from_pretrained(cls: Any, source: str, dtype: Any) -> Any:
         warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
         try:
             return cls.from_pretrained(source, torch_dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as err:
+        except (OSError, ValueError, EnvironmentError, AttributeError, ImportError) as err:
+            # AttributeError: a class named in model_index.json that diffusers or transformers lacks.
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CliError(f"{source}: cannot be loaded ({first})") from None
 
@@ -243,41 +372,94 @@ def _load_pipeline(source: str, args: argparse.Namespace, device: Any) -> Any:
     return pipe.to(device)
 
 
+def _evaluator(rendering: list[str], **kwargs: Any) -> Any:
+    """The command's :class:`~clip_metric.evaluation.PromptEvaluator`; its signature names ``rendering[0]``."""
+    from clip_metric.evaluation import PromptEvaluator
+
+    class EvalEvaluator(PromptEvaluator):
+        def signature(self, limit: int | None = None) -> Any:
+            return dataclasses.replace(super().signature(limit), rendering=rendering[0])
+
+    return EvalEvaluator(**kwargs)
+
+
+class _Render:
+    """``generate(prompts, seeds)`` of one loaded pipeline, with its rendering settings as ``rendering``.
+
+    A negative prompt goes to the pipeline as one per prompt (diffusers wants a list beside a list).
+    """
+
+    def __init__(self, generator: Any, pipe: Any, args: argparse.Namespace) -> None:
+        self.generator, self.pipe = generator, pipe
+        self.seed_offset, self.negative_prompt = args.seed_offset, args.negative_prompt
+        self.rendering = _rendering(generator, pipe, args)
+        self._bound: dict[int, Any] = {}
+
+    def __call__(self, prompts: list, seeds: list) -> Any:
+        if self.seed_offset:
+            seeds = [(int(seed) + self.seed_offset) % _SEED_SPACE for seed in seeds]
+        count = len(prompts)
+        if count not in self._bound:
+            generator = self.generator
+            if self.negative_prompt is not None:
+                generator = copy.copy(generator)
+                generator.call_kwargs = {**generator.call_kwargs, "negative_prompt": [self.negative_prompt] * count}
+            self._bound[count] = generator.bind(self.pipe)
+        return self._bound[count](prompts, seeds)
+
+
+def _rendering(generator: Any, pipe: Any, args: argparse.Namespace) -> dict:
+    """The rendering settings of ``pipe`` with ``generator``: the generator's, the classes and dtype, the seed offset."""
+    rendering = dict(generator.rendering)
+    rendering["negative_prompt"] = args.negative_prompt
+    scheduler = getattr(pipe, "scheduler", None)
+    rendering.update(
+        pipeline=type(pipe).__name__, scheduler=None if scheduler is None else type(scheduler).__name__,
+        dtype=str(getattr(pipe, "dtype", "")).replace("torch.", "") or None, seed_offset=args.seed_offset,
+    )
+    return rendering
+
+
 def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
     from tqdm.auto import tqdm
 
     from clip_metric.distributed import broadcast_object
-    from clip_metric.evaluation import PromptEvaluator
     from clip_metric.lightning.generation import DiffusersGenerator
+    from clip_metric.signature import rendering_field
 
     rank, world_size = fabric.global_rank, fabric.world_size
     quiet = args.quiet or rank != 0
     if quiet:
         _quiet_libraries()
-    evaluator = PromptEvaluator(
-        args.model, prompts=args.prompts, max_prompts=args.max_prompts, batch_size=args.batch_size,
-        precision=args.precision, target_ci=args.target_ci, min_prompts=args.min_prompts, round_size=args.round_size,
+    signature_rendering = ["-"]  # this pipeline's, set before each evaluation
+    evaluator = _evaluator(
+        signature_rendering, model_name_or_path=args.model, prompts=args.prompts, max_prompts=args.max_prompts,
+        batch_size=args.batch_size, precision=args.precision, target_ci=args.target_ci, min_prompts=args.min_prompts,
+        round_size=args.round_size,
     )
     evaluator.load_encoder(quiet=quiet)
     generator = DiffusersGenerator(
         num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, height=args.height,
-        width=args.width,
+        width=args.width, pipeline_kwargs=args.pipeline_kwargs,
     )
     names = _output_names(args.pipelines)
     summaries = []
     for index, (source, name) in enumerate(zip(args.pipelines, names)):
         pipe = _load_pipeline(source, args, fabric.device)
         step = _checkpoint_step(source, index)
+        render = _Render(generator, pipe, args)
+        signature_rendering[0] = rendering_field(render.rendering)
         evaluator.scores_dir = Path(args.output_dir, name, SCORES_DIRNAME) if args.output_dir and rank == 0 else None
         bar = tqdm(total=evaluator.shard_size(rank, world_size), desc=f"{name}", unit="prompt", disable=quiet,
                    file=sys.stderr)
-        result = evaluator.evaluate(generator.bind(pipe), step=step, device=fabric.device, rank=rank,
+        result = evaluator.evaluate(render, step=step, device=fabric.device, rank=rank,
                                     world_size=world_size, advance=bar.update,
-                                    header={"stage": "eval", "pipeline": source, "base": args.base})
+                                    header={"stage": "eval", "pipeline": source, "base": args.base,
+                                            "rendering": render.rendering})
         bar.close()
         del pipe
         summary = {"pipeline": source, "step": step, "rounds": result.rounds, **{
-            f"clip/{k}": v for k, v in result.summary.items()}}
+            f"clip/{k}": v for k, v in result.summary.items()}, "rendering": render.rendering}
         if rank == 0:
             summary["signature"] = str(result.signature)
             summary["score_file"] = None if result.path is None else str(result.path)
@@ -289,17 +471,34 @@ def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
 
 
 def _write_summary(folder: Path, summary: dict) -> Path:
-    """``summary.json`` in ``folder``, or ``summary-1.json``, ...: an earlier run's is never replaced."""
+    """``summary.json`` in ``folder``, or ``summary-1.json``, ...: an earlier run's is never replaced.
+
+    The text is written to a temporary file first and linked under its name once whole, so a
+    full disk leaves no empty or partial summary behind.
+    """
     text = json.dumps(summary, indent=2) + "\n"
-    for attempt in range(1000):
-        path = folder / ("summary.json" if attempt == 0 else f"summary-{attempt}.json")
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".summary-", suffix=".tmp")
+    try:
         try:
-            with open(path, "x", encoding="utf-8") as handle:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            return path
-        except FileExistsError:
-            continue
-    raise CliError(f"too many summaries in {folder}")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise CliError(f"{folder / 'summary.json'} cannot be written: {err.strerror or err}") from None
+        for attempt in range(1000):
+            path = folder / ("summary.json" if attempt == 0 else f"summary-{attempt}.json")
+            try:
+                os.link(temporary, path)  # fails, rather than replaces, where a summary exists
+                return path
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise CliError(f"{path} cannot be written: {err.strerror or err}") from None
+        raise CliError(f"too many summaries in {folder}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def _quiet_libraries() -> None:
@@ -315,15 +514,6 @@ def _quiet_libraries() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_inputs(args)
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        raise CliError("clip-metric eval needs diffusers: pip install 'clip-metric[diffusers]'") from None
-    if args.output_dir:
-        try:
-            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise CliError(f"--output-dir {args.output_dir} cannot be created: {err.strerror or err}") from None
     args.model = resolve_model(args.model)
     if args.accelerator in ("cuda", "gpu"):
         import torch

@@ -134,6 +134,25 @@ class DiffusersGenerator:
             f"generator_device={self.generator_device!r}, call_kwargs={self.call_kwargs!r})"
         )
 
+    @property
+    def rendering(self) -> dict[str, Any]:
+        """The settings that change the images, as a JSON-safe dict (for score headers and signatures).
+
+        ``guidance_scale``, ``height``, ``width`` and ``negative_prompt`` are None where the
+        pipeline's defaults apply; any further pipeline-call arguments are under ``kwargs``.
+
+        Example:
+            >>> DiffusersGenerator(num_inference_steps=30, guidance_scale=7.5).rendering["guidance_scale"]
+            7.5
+        """
+        named = ("guidance_scale", "height", "width", "negative_prompt")
+        rendering: dict[str, Any] = {"num_inference_steps": self.num_inference_steps}
+        rendering.update({name: _json_safe(self.call_kwargs.get(name)) for name in named})
+        others = {key: _json_safe(value) for key, value in sorted(self.call_kwargs.items()) if key not in named}
+        if others:
+            rendering["kwargs"] = others
+        return rendering
+
     def bind(self, pipeline: Any) -> Callable[[list, list], Any]:
         """``generate(prompts, seeds)`` rendering with ``pipeline`` itself: for a loop without Lightning.
 
@@ -223,6 +242,17 @@ def mixed_dtype_autocast(pipe: Any) -> contextlib.AbstractContextManager:
     if not torch.amp.is_autocast_available(device_type) or device_type in open_autocasts():
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` if JSON can hold it, else its ``repr`` (a tensor or an object passed to the pipeline)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    return repr(value)
 
 
 class _PipelineHolder:
