@@ -20,6 +20,7 @@ whose generator fails makes every rank raise (none is left waiting).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -64,7 +65,7 @@ from clip_metric.prompts import (
 )
 from clip_metric.records import ScoreRecord, read_scores, write_scores
 from clip_metric.samples import BestWorst, Candidates
-from clip_metric.signature import ScoreSignature, signature_of
+from clip_metric.signature import ScoreSignature, rendering_field, signature_of
 from clip_metric.statistics import ScoreStatistics
 from clip_metric.utilities.checks import (
     check_choice,
@@ -536,6 +537,8 @@ class PromptEvaluator:
         def finish() -> Path | None:
             if rank == 0:  # a local model's weights are hashed once, where the file is written
                 result.signature = self.signature(limit)
+                if isinstance(rendering, Mapping):  # images rendered differently never pair as alike
+                    result.signature = dataclasses.replace(result.signature, rendering=rendering_field(rendering))
             return self._save(result, rank, header) if save and limit is None else None
 
         result.path = jointly("saving the scores", finish, owner=self.owner)

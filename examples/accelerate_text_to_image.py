@@ -8,6 +8,7 @@ are synced, and the main process prints ``clip/mean`` (and, from the second eval
 paired ``clip/delta``). The data are drawn scenes of coloured shapes and the CLIP model is the
 one the package embeds, so it runs offline on a CPU in a minute.
 
+It needs accelerate: ``pip install -e ".[accelerate]"`` (or ``pip install accelerate``).
 One process, two processes (gloo on the CPU), or GPUs::
 
     python examples/accelerate_text_to_image.py

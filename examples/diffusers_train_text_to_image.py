@@ -10,6 +10,7 @@ dtype (bf16 or fp16), the unet trained in fp32 under accelerate's autocast, ``sa
 checkpointing, evaluated on every process with a ``DiffusersGenerator`` bound to the pipeline
 ``log_validation`` builds, under ``log_validation``'s ``torch.autocast``.
 
+It needs accelerate and diffusers: ``pip install -e ".[accelerate,diffusers]"``.
 Without ``--pretrained_model_name_or_path`` a tiny random pipeline is built from configs (32x32
 images) and the CLIP model is the one the package embeds, so it runs offline on a CPU::
 

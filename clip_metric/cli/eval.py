@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -251,7 +250,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
         import importlib.util
 
         if importlib.util.find_spec("peft") is None:
-            raise CliError(f"{loras[0]}: LoRA weights need peft, which is not installed: pip install peft")
+            raise CliError(
+                f"{loras[0]}: LoRA weights need peft, which is not installed: pip install 'clip-metric[lora]' "
+                "(or pip install peft)"
+            )
     if args.output_dir:
         _check_output_folders(Path(args.output_dir), _output_names(args.pipelines))
 
@@ -372,17 +374,6 @@ def _load_pipeline(source: str, args: argparse.Namespace, device: Any) -> Any:
     return pipe.to(device)
 
 
-def _evaluator(rendering: list[str], **kwargs: Any) -> Any:
-    """The command's :class:`~clip_metric.evaluation.PromptEvaluator`; its signature names ``rendering[0]``."""
-    from clip_metric.evaluation import PromptEvaluator
-
-    class EvalEvaluator(PromptEvaluator):
-        def signature(self, limit: int | None = None) -> Any:
-            return dataclasses.replace(super().signature(limit), rendering=rendering[0])
-
-    return EvalEvaluator(**kwargs)
-
-
 class _Render:
     """``generate(prompts, seeds)`` of one loaded pipeline, with its rendering settings as ``rendering``.
 
@@ -425,15 +416,16 @@ def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
 
     from clip_metric.distributed import broadcast_object
     from clip_metric.lightning.generation import DiffusersGenerator
-    from clip_metric.signature import rendering_field
 
     rank, world_size = fabric.global_rank, fabric.world_size
     quiet = args.quiet or rank != 0
     if quiet:
         _quiet_libraries()
-    signature_rendering = ["-"]  # this pipeline's, set before each evaluation
-    evaluator = _evaluator(
-        signature_rendering, model_name_or_path=args.model, prompts=args.prompts, max_prompts=args.max_prompts,
+    from clip_metric.evaluation import PromptEvaluator
+
+    # Each pipeline's rendering settings reach the header and the signature through render.rendering.
+    evaluator = PromptEvaluator(
+        model_name_or_path=args.model, prompts=args.prompts, max_prompts=args.max_prompts,
         batch_size=args.batch_size, precision=args.precision, target_ci=args.target_ci, min_prompts=args.min_prompts,
         round_size=args.round_size,
     )
@@ -448,7 +440,6 @@ def _eval_worker(fabric: Any, args: argparse.Namespace) -> list[dict] | None:
         pipe = _load_pipeline(source, args, fabric.device)
         step = _checkpoint_step(source, index)
         render = _Render(generator, pipe, args)
-        signature_rendering[0] = rendering_field(render.rendering)
         evaluator.scores_dir = Path(args.output_dir, name, SCORES_DIRNAME) if args.output_dir and rank == 0 else None
         bar = tqdm(total=evaluator.shard_size(rank, world_size), desc=f"{name}", unit="prompt", disable=quiet,
                    file=sys.stderr)

@@ -233,11 +233,6 @@ class ClipScoreCallback(*callback_bases()):  # type: ignore[misc]
         # The score signature of the last evaluation, on rank 0 (where score files are written).
         self.signature: ScoreSignature | None = None
         self._signature_logged_for: weakref.ref[Trainer] | None = None
-        if self._evaluator is not None and max_prompts is not None and max_prompts > self._evaluator.library_size:
-            rank_zero_warn(
-                f"ClipScoreCallback(max_prompts={max_prompts}): the library has only {len(self.prompt_library)} "
-                "prompts; all of them are used"
-            )
         self._generate: GenerateFn | None = None
         self._resolved_scores_dir: Path | None = None
         # Which Trainer the folder was resolved for, and that run's folder, shared by the
@@ -384,7 +379,7 @@ class ClipScoreCallback(*callback_bases()):  # type: ignore[misc]
         through_lightning = _lightning_logs_at(trainer, step)
         pl_module.log_dict(
             {k: v.float() for k, v in values.items()}, on_step=False, on_epoch=True, sync_dist=True,
-            reduce_fx="max", add_dataloader_idx=False, logger=through_lightning,
+            reduce_fx="max", add_dataloader_idx=False, logger=None if through_lightning else False,
         )
         if not through_lightning:
             _log_to_loggers(trainer, values, step)
@@ -692,6 +687,8 @@ class ClipScoreCallback(*callback_bases()):  # type: ignore[misc]
             with trainer.precision_plugin.forward_context():
                 return generate_fn(pl_module, prompts, seeds)
 
+        # A DiffusersGenerator's settings (steps, guidance, size) reach the score header and signature.
+        generate.rendering = getattr(generate_fn, "rendering", None)  # type: ignore[attr-defined]
         return generate
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
@@ -755,7 +752,10 @@ def _result_line(prefix: str, step: int, result: EvaluationResult, seconds: floa
         line += f" in {result.rounds} rounds"
     line += f", {seconds:.1f} s)"
     if "delta" in s:
-        line += f"; {prefix}delta {s['delta']:+.4f} +/- {s['delta_ci']:.4f} over {int(s['delta_count'])} pairs"
+        spread = "n/a" if math.isnan(s["delta_ci"]) else f"{s['delta_ci']:.4f}"  # too few pairs for an interval
+        line += f"; {prefix}delta {s['delta']:+.4f} +/- {spread} over {int(s['delta_count'])} pairs"
+        if result.paired_with_step is not None:
+            line += f" with step {result.paired_with_step}"
     return line
 
 

@@ -157,3 +157,33 @@ def test_as_generate_fn_of_the_callback(tmp_path, module, generate, images, tiny
     encoder = ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
     expected = encoder.score(generate(module, PROMPTS, seeds), PROMPTS)
     assert results["clip/mean"] == pytest.approx(float(expected.mean()), abs=1e-4)
+
+
+def test_a_callback_run_records_how_its_images_were_rendered(tmp_path, module, tiny_clip_dir, caplog):
+    from clip_metric.records import read_scores
+
+    def run(steps: int):
+        callback = ClipScoreCallback(
+            tiny_clip_dir, prompts=PROMPTS, batch_size=3, precision="32", report_to="none",
+            scores_dir=tmp_path / f"steps{steps}",
+            generate_fn=DiffusersGenerator("pipeline", num_inference_steps=steps, height=SIZE, width=SIZE),
+        )
+        trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback], limit_val_batches=1,
+                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+        with caplog.at_level("INFO", logger="clip_metric"):
+            trainer.validate(module)
+            trainer.validate(module)  # the second evaluation pairs with the first
+        # step-00000000.jsonl, then step-00000000-1.jsonl: the written order, not the sorted names
+        files = sorted((tmp_path / f"steps{steps}").rglob("step-*.jsonl"), key=lambda p: (len(p.name), p.name))
+        return callback, [read_scores(path) for path in files]
+
+    callback, (first, second) = run(STEPS)
+    assert first.header["rendering"]["num_inference_steps"] == STEPS
+    assert f"steps{STEPS}" in callback.signature.rendering
+    assert second.header["paired_with"]["step"] == first.header["step"]
+    assert any(f"pairs with step {first.header['step']}" in r.getMessage() or
+               f"with step {first.header['step']}" in r.getMessage() for r in caplog.records), caplog.text
+    other, _ = run(STEPS + 1)
+    assert other.signature.differences(callback.signature) == [
+        f"rendering: {other.signature.rendering} vs {callback.signature.rendering}"
+    ]
