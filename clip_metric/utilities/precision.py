@@ -136,5 +136,22 @@ def own_precision(precision: str, device: torch.device) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for name in open_autocasts():
             stack.enter_context(torch.autocast(name, enabled=False))
+        if precision == "32" and device.type == "cuda":
+            stack.enter_context(_no_tf32())
         stack.enter_context(autocast_context(precision, device))
         yield
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """True fp32 matrix products and convolutions for the block, the caller's TF32 flags given back.
+
+    Training scripts turn TF32 on for the whole process (diffusers' ``--allow_tf32``); a ``"32"``
+    encoder would otherwise run its products with 10-bit mantissas while the signature says 32.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

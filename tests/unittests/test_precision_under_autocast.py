@@ -88,3 +88,17 @@ def test_own_precision_switches_off_every_caller_autocast_and_gives_it_back():
             assert open_autocasts() == {"cpu": torch.bfloat16}
         assert open_autocasts() == {"cpu": torch.float16}
     assert open_autocasts() == {}
+
+
+def test_a_32_bit_encoder_on_cuda_switches_tf32_off_for_its_forward_and_gives_it_back():
+    # The flags exist without a GPU; the device only decides whether they are touched.
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with own_precision("32", torch.device("cuda")):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with own_precision("bf16-mixed", torch.device("cuda")):
+            assert torch.backends.cuda.matmul.allow_tf32  # lower precisions leave the caller's choice
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
