@@ -229,9 +229,8 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     all_unreadable = _gather_objects(fabric, unreadable)
     if fabric.global_rank != 0:
         return None
-    from clip_metric.signature import signature_of
-
     from clip_metric.functional import summarize_clustered_scores
+    from clip_metric.signature import signature_of
 
     library = bundled_library_name(args.prompts) or "captions"
     # Several images of one prompt share its difficulty: the mean and its interval are over
@@ -359,8 +358,9 @@ def _print_summary(args: argparse.Namespace, summary: dict, result: dict, output
 
         report = {
             "model": args.model, **{k: (v if math.isfinite(v) else None) for k, v in summary.items()},
-            "clip/count": int(summary["clip/count"]), "clip/prompts": int(summary["clip/prompts"]), "ci95": interval, "signature": result["signature"],
-            "signature_string": result["signature_string"], "output": None if output is None else str(output),
+            "clip/count": int(summary["clip/count"]), "clip/prompts": int(summary["clip/prompts"]), "ci95": interval,
+            "signature": result["signature"], "signature_string": result["signature_string"],
+            "output": None if output is None else str(output),
         }
         print(json.dumps(report))
         return
@@ -389,9 +389,10 @@ def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signatur
          for i, s in zip(ids, scores)),
         key=lambda r: r.prompt_id,
     )
-    # The summary as printed (mean and interval over per-prompt means): rows of one prompt's
-    # images keep their own ids, so a reader of the rows alone could not tell them apart.
+    # The summary as printed (mean and interval over per-prompt means), beside rows that keep
+    # one id per image.
     header_summary = {k: (v if math.isfinite(v) else None) for k, v in summary.items()}
+    header_summary.update({k: int(summary[k]) for k in ("clip/count", "clip/prompts")})
     write_scores(path, records, step=0, header={"scale": "cosine", "signature": signature, "summary": header_summary})
 
 
