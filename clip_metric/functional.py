@@ -7,7 +7,8 @@ stateful :class:`~clip_metric.ClipScore` is built on.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from collections.abc import Hashable, Sequence
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -148,6 +149,86 @@ def summarize_scores(scores: Tensor, prefix: str = DEFAULT_PREFIX) -> dict[str, 
     return stats_from_moments(
         scores.sum(), (scores * scores).sum(), torch.tensor(scores.numel()), scores.min(), scores.max(), prefix
     )
+
+
+
+class ClusterMeans(NamedTuple):
+    """Per-prompt means of per-image scores: see :func:`cluster_means`."""
+
+    keys: list
+    """The distinct keys, in the order they first occur."""
+    means: Tensor
+    """``(P,)`` float64: the mean score of each key's images."""
+    sizes: Tensor
+    """``(P,)`` int64: how many images each key has."""
+
+
+def cluster_means(scores: Tensor | Sequence[float], keys: Sequence[Hashable]) -> ClusterMeans:
+    """Group per-image scores into one mean per prompt (a cluster: the images of one key).
+
+    Several images of one prompt are not independent samples: they share the prompt's
+    difficulty. Means and intervals over prompts are taken over these per-prompt means, which
+    weigh every prompt equally, however many images it has (the mean over the library).
+
+    Args:
+        scores: ``(N,)`` per-image scores.
+        keys: ``N`` hashable keys naming each image's prompt (a library id, or the caption text).
+
+    Returns:
+        :class:`ClusterMeans` ``(keys, means, sizes)``, keys in the order they first occur.
+
+    Raises:
+        ValueError: if ``scores`` is not 1-D, or its length differs from the number of keys.
+
+    Example:
+        >>> import torch
+        >>> cluster_means(torch.tensor([0.2, 0.4, 0.3]), ["fox", "fox", "cat"])
+        ClusterMeans(keys=['fox', 'cat'], means=tensor([0.3000, 0.3000], dtype=torch.float64), sizes=tensor([2, 1]))
+    """
+    values = torch.as_tensor(scores).detach().to(device="cpu", dtype=torch.float64)
+    keys = list(keys)
+    if values.ndim != 1 or values.numel() != len(keys):
+        raise ValueError(f"Expected one key per score (a 1-D tensor of scores) but got scores of shape "
+                         f"{tuple(values.shape)} and {len(keys)} keys")
+    index: dict[Hashable, int] = {}
+    groups = torch.tensor([index.setdefault(key, len(index)) for key in keys], dtype=torch.long)
+    sizes = torch.bincount(groups, minlength=len(index)) if keys else torch.zeros(0, dtype=torch.long)
+    totals = torch.zeros(len(index), dtype=torch.float64).index_add_(0, groups, values)
+    return ClusterMeans(list(index), totals / sizes.to(torch.float64), sizes)
+
+
+def summarize_clustered_scores(
+    scores: Tensor | Sequence[float], keys: Sequence[Hashable], prefix: str = DEFAULT_PREFIX
+) -> dict[str, Tensor]:
+    """Summary statistics of per-image scores where several images may share one prompt.
+
+    ``mean`` is the mean over prompts of the per-prompt means (:func:`cluster_means`: every
+    prompt weighs the same), and ``mean_ci`` the half-width of the 95% *t* interval over those
+    per-prompt means, with one degree of freedom less than the prompts: the images of one prompt
+    share its difficulty, so they are not independent samples. ``prompts`` counts the prompts.
+    ``min``, ``max``, ``std`` (population, ``ddof=0``) and ``count`` describe the images. With
+    one image per prompt this is :func:`summarize_scores` plus ``prompts``.
+
+    Returns:
+        ``{prefix + "mean"|"mean_ci"|"min"|"max"|"std"|"count"|"prompts": 0-dim float64 tensor}``.
+
+    Raises:
+        ValueError: as :func:`cluster_means`.
+
+    Example:
+        >>> import torch
+        >>> stats = summarize_clustered_scores(torch.tensor([0.2, 0.2, 0.4]), ["fox", "fox", "cat"])
+        >>> {k: round(float(v), 4) for k, v in stats.items()}
+        {'clip/mean': 0.3, 'clip/mean_ci': 1.2706, 'clip/min': 0.2, 'clip/max': 0.4, 'clip/std': 0.0943, 'clip/count': 3.0, 'clip/prompts': 2.0}
+    """
+    clusters = cluster_means(scores, keys)
+    images = summarize_scores(torch.as_tensor(scores).detach().to(device="cpu", dtype=torch.float64), prefix)
+    prompts = summarize_scores(clusters.means, prefix)
+    out = dict(images)
+    for name in ("mean", "mean_ci"):
+        out[prefix + name] = prompts[prefix + name]
+    out[prefix + "prompts"] = torch.tensor(float(len(clusters.keys)), dtype=torch.float64)
+    return out
 
 
 # ---------------------------------------------------------------------- against reference images

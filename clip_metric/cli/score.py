@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import stat
@@ -228,9 +229,14 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     all_unreadable = _gather_objects(fabric, unreadable)
     if fabric.global_rank != 0:
         return None
+    from clip_metric.functional import summarize_clustered_scores
     from clip_metric.signature import signature_of
 
     library = bundled_library_name(args.prompts) or "captions"
+    # Several images of one prompt share its difficulty: the mean and its interval are over
+    # per-prompt means (every prompt weighs the same), the other statistics over the images.
+    clustered = summarize_clustered_scores(scores, [args.keys_found[i] for i in ids.tolist()])
+    summary.update({k: float(v) for k, v in clustered.items()})
     # Unreadable images are not in the signature; several images of one prompt are one prompt.
     scored, per_prompt = prompts_scored(sorted(set(ids.tolist())), args.keys_found, prompts)
     signature = signature_of(encoder, scale=metric.scale, library=library, texts=scored, images_per_prompt=per_prompt)
@@ -329,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
         library = bundled_library_name(args.prompts)
         try:
             check_output(args.output, pairs)  # again: the path may have changed while scoring ran
-            _write(output, result["ids"], scores, pairs, result["signature"], library)
+            _write(output, result["ids"], scores, pairs, result["signature"], library, summary)
         except (OSError, CliError) as err:
             # The scores took a while: the summary is printed all the same, the error after it.
             failure = f"--output {shown(output)} could not be written ({getattr(err, 'strerror', None) or err}); " \
@@ -352,23 +358,27 @@ def _print_summary(args: argparse.Namespace, summary: dict, result: dict, output
 
         report = {
             "model": args.model, **{k: (v if math.isfinite(v) else None) for k, v in summary.items()},
-            "clip/count": int(summary["clip/count"]), "ci95": interval, "signature": result["signature"],
-            "signature_string": result["signature_string"], "output": None if output is None else str(output),
+            "clip/count": int(summary["clip/count"]), "clip/prompts": int(summary["clip/prompts"]), "ci95": interval,
+            "signature": result["signature"], "signature_string": result["signature_string"],
+            "output": None if output is None else str(output),
         }
         print(json.dumps(report))
         return
     print(f"model: {shown(args.model)}")
     for key in STAT_NAMES[:-1]:
         value = summary[f"clip/{key}"]
-        text = f"{value:.4f}" if math.isfinite(value) else "n/a (fewer than 2 images)"
+        few = "prompts" if key == "mean_ci" and summary["clip/count"] >= 2 else "images"
+        text = f"{value:.4f}" if math.isfinite(value) else f"n/a (fewer than 2 {few})"
         print(f"clip/{key:<6} {text}")
     print(f"clip/count  {int(summary['clip/count'])}")
+    print(f"clip/prompts {int(summary['clip/prompts'])}")
     print(f"signature: {result['signature_string']}")
     if output is not None:
         print(f"per-image scores: {shown(output)}")
 
 
-def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signature: dict, library: str | None) -> None:
+def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signature: dict, library: str | None,
+           summary: dict) -> None:
     from clip_metric.records import ScoreRecord, write_scores
 
     # Ids that pair across render folders: the library's prompt id, else the path below the
@@ -379,7 +389,11 @@ def _write(path: Path, ids: list[int], scores: list[float], pairs: Any, signatur
          for i, s in zip(ids, scores)),
         key=lambda r: r.prompt_id,
     )
-    write_scores(path, records, step=0, header={"scale": "cosine", "signature": signature})
+    # The summary as printed (mean and interval over per-prompt means), beside rows that keep
+    # one id per image.
+    header_summary = {k: (v if math.isfinite(v) else None) for k, v in summary.items()}
+    header_summary.update({k: int(summary[k]) for k in ("clip/count", "clip/prompts")})
+    write_scores(path, records, step=0, header={"scale": "cosine", "signature": signature, "summary": header_summary})
 
 
 def _prompt_id(image: Path, root: str, library: str | None) -> str:
