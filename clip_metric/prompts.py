@@ -597,8 +597,8 @@ def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[P
         >>> parti = load_prompt_library("parti")
         >>> small = select_prompts(parti, 102)  # 1/16 of the library
         >>> counts = Counter(p.category for p in small)
-        >>> counts["Animals"], counts["Indoor Scenes"]  # 314/16 = 19.6 and 40/16 = 2.5
-        (20, 3)
+        >>> counts["Animals"], counts["Indoor Scenes"]  # 314/16 = 19.6 and 40/16 = 2.5: 19 or 20, 2 or 3
+        (20, 2)
         >>> set(small) <= set(select_prompts(parti, 256))
         True
     """
