@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import json
 import os
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "bundled_library_name",
     "load_prompt_library",
     "prompt_seed",
+    "proportional_order",
     "select_prompts",
 ]
 
@@ -566,17 +568,18 @@ def _stable_key(value: str) -> str:
 
 
 def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[Prompt]:
-    """Return a deterministic subset of at most ``max_prompts`` prompts.
+    """Return a deterministic subset of at most ``max_prompts`` prompts, proportional over the first tag.
 
-    Prompts are ranked round-robin over the values of their first tag (the
-    ``category`` of the package's own library and of Parti Prompts, GenEval's task
-    ``tag``): within each group (untagged prompts form one) prompts are ordered by
-    the SHA-256 of their text (ties by id), groups are visited in the order of the
-    SHA-256 of ``"<tag>:<value>"``, and the first ``max_prompts`` of that ranking
-    are kept. The ranking does not depend on ``max_prompts``, so a smaller subset is
-    always contained in a larger one, and every group is represented as soon as
-    ``max_prompts`` reaches the number of groups. The result keeps the original
-    library order.
+    The subset is the first ``max_prompts`` prompts of :func:`proportional_order`: each value
+    of the first tag (the ``category`` of the package's own library and of Parti Prompts,
+    GenEval's task ``tag``; untagged prompts form one group) keeps its share of the full
+    library, within one prompt, so the subset's mean estimates the mean of the whole library
+    (not the mean of equal-sized categories). Inside a group the prompts are taken in a
+    pseudo-random order fixed by the SHA-256 of their text (ties by id), so the order of the
+    library file cannot bias a subset. The ranking does not depend on ``max_prompts``, so a
+    smaller subset is always contained in a larger one; a group holding the share ``w`` of
+    the library is represented in every subset of ``1 / w`` prompts or more. The result keeps
+    the original library order.
 
     Args:
         prompts: The full library.
@@ -589,55 +592,99 @@ def select_prompts(prompts: Sequence[Prompt], max_prompts: int | None) -> list[P
         ValueError: If ``max_prompts`` is not ``None`` or a positive integer.
 
     Example:
-        >>> from clip_metric.prompts import builtin_prompts, select_prompts
-        >>> library = builtin_prompts()
-        >>> small = select_prompts(library, 12)
-        >>> len({p.category for p in small})
-        12
-        >>> set(small) <= set(select_prompts(library, 30))
+        >>> from collections import Counter
+        >>> from clip_metric.prompts import load_prompt_library, select_prompts
+        >>> parti = load_prompt_library("parti")
+        >>> small = select_prompts(parti, 102)  # 1/16 of the library
+        >>> counts = Counter(p.category for p in small)
+        >>> counts["Animals"], counts["Indoor Scenes"]  # 314/16 = 19.6 and 40/16 = 2.5: 19 or 20, 2 or 3
+        (20, 2)
+        >>> set(small) <= set(select_prompts(parti, 256))
         True
     """
     _check_max_prompts(max_prompts)
     if max_prompts is None or max_prompts >= len(prompts):
         return list(prompts)
-    chosen = sorted(_balanced_ranking(prompts)[:max_prompts])
+    chosen = sorted(_proportional_ranking(prompts)[:max_prompts])
     return [prompts[index] for index in chosen]
 
 
-def balanced_order(prompts: Sequence[Prompt]) -> list[Prompt]:
+def proportional_order(prompts: Sequence[Prompt]) -> list[Prompt]:
     """The library in the ranking :func:`select_prompts` keeps the first ``max_prompts`` of.
 
-    Every prefix of this order is balanced over the first tag, and
-    ``set(balanced_order(library)[:k]) == set(select_prompts(library, k))`` for every ``k``:
-    an evaluation that stops early (``ClipScoreCallback(target_ci=...)``) scores a prefix,
-    so two evaluations that stop at different points share all the prompts of the shorter one.
-    The order of a subset is the order of the library restricted to it.
+    Every prefix holds each value of the first tag in proportion to its share of ``prompts``:
+    a group of ``n_g`` of ``N`` prompts has ``floor(k * n_g / N)`` or ``ceil(k * n_g / N)``
+    prompts among the first ``k``, for every ``k``. The mean of any prefix therefore estimates
+    the mean of all of ``prompts``, which is what ``clip/mean`` and ``clip/mean_ci`` of an
+    evaluation that stops early (``target_ci=...``) describe. ``set(proportional_order(library)[:k])
+    == set(select_prompts(library, k))`` for every ``k``, so two evaluations that stop at
+    different points share all the prompts of the shorter one.
+
+    How: the ``j``-th prompt of a group of share ``w`` may come no earlier than position
+    ``floor((j - 1) / w) + 1`` and no later than ``ceil(j / w)``; positions are filled one at a
+    time with the prompt whose latest position is earliest (ties by the SHA-256 of
+    ``"<tag>:<value>"``), which meets every such window (earliest deadline first, exact integer
+    arithmetic). Inside a group prompts come in the order of the SHA-256 of their text, ties by
+    id. The order depends only on the prompts' texts, ids and first tags, never on their
+    position in ``prompts``, the machine, the Python version or the world size.
+
+    Args:
+        prompts: The library (after ``max_prompts``, if any: a subset gets its own order).
+
+    Returns:
+        A new list with the same prompt objects, in evaluation order.
 
     Example:
-        >>> from clip_metric.prompts import balanced_order, builtin_prompts, select_prompts
-        >>> library = builtin_prompts()
-        >>> order = balanced_order(library)
-        >>> set(order[:20]) == set(select_prompts(library, 20))
+        >>> from collections import Counter
+        >>> from clip_metric.prompts import load_prompt_library, proportional_order, select_prompts
+        >>> parti = load_prompt_library("parti")
+        >>> order = proportional_order(parti)
+        >>> set(order[:64]) == set(select_prompts(parti, 64))
         True
-        >>> balanced_order(select_prompts(library, 20)) == order[:20]
+        >>> k = 300
+        >>> counts = Counter(p.category for p in order[:k])
+        >>> sizes = Counter(p.category for p in parti)
+        >>> all(abs(counts[c] - k * n / len(parti)) < 1 for c, n in sizes.items())
         True
     """
-    return [prompts[index] for index in _balanced_ranking(prompts)]
+    return [prompts[index] for index in _proportional_ranking(prompts)]
 
 
-def _balanced_ranking(prompts: Sequence[Prompt]) -> list[int]:
-    """Library indices, round-robin over first-tag groups (see :func:`select_prompts`)."""
+balanced_order = proportional_order
+"""Former name of :func:`proportional_order`, kept for existing callers."""
+
+
+def _proportional_ranking(prompts: Sequence[Prompt]) -> list[int]:
+    """Library indices in :func:`proportional_order`."""
     groups: dict[str | None, list[int]] = {}
     for index, prompt in enumerate(prompts):
-        first = next(iter(prompt.tags.items()), None)  # subsets are balanced over the first tag
+        first = next(iter(prompt.tags.items()), None)  # subsets are proportional over the first tag
         groups.setdefault(None if first is None else f"{first[0]}:{first[1]}", []).append(index)
-    ranking: list[tuple[int, str, int]] = []
-    for group, members in groups.items():
-        category_key = _stable_key("" if group is None else group)
-        members.sort(key=lambda i: (_stable_key(prompts[i].text), prompts[i].id))
-        ranking.extend((rank, category_key, index) for rank, index in enumerate(members))
-    ranking.sort()
-    return [index for _, _, index in ranking]
+    total = len(prompts)
+    members: list[list[int]] = []
+    for group in sorted(groups, key=lambda g: (_stable_key("" if g is None else g), "" if g is None else g)):
+        indices = groups[group]
+        indices.sort(key=lambda i: (_stable_key(prompts[i].text), prompts[i].id))
+        members.append(indices)
+    # The j-th (1-based) prompt of group g (n_g prompts) is released at position
+    # floor((j - 1) * N / n_g) + 1 and due at ceil(j * N / n_g). These windows admit a schedule
+    # (any span of positions contains at most its length of whole windows), and earliest deadline
+    # first finds one; then |count_g(k) - k * n_g / N| < 1 for every prefix k.
+    taken = [0] * len(members)
+    waiting = [(1, g) for g in range(len(members))]  # (release position, group)
+    heapq.heapify(waiting)
+    ready: list[tuple[int, int]] = []  # (deadline, group); groups are numbered in hash order
+    ranking: list[int] = []
+    for position in range(1, total + 1):
+        while waiting and waiting[0][0] <= position:
+            _, g = heapq.heappop(waiting)
+            heapq.heappush(ready, (-(-(taken[g] + 1) * total // len(members[g])), g))
+        _, g = heapq.heappop(ready)  # never empty: the windows admit a schedule
+        ranking.append(members[g][taken[g]])
+        taken[g] += 1
+        if taken[g] < len(members[g]):
+            heapq.heappush(waiting, (taken[g] * total // len(members[g]) + 1, g))
+    return ranking
 
 
 def _check_max_prompts(max_prompts: Any) -> None:
@@ -685,8 +732,8 @@ def load_prompt_library(source: PromptSource, max_prompts: int | None = None) ->
 
     Args:
         source: Where to load the prompts from, see above.
-        max_prompts: If given, keep a deterministic, category-balanced subset of at
-            most this many prompts (see :func:`select_prompts`).
+        max_prompts: If given, keep a deterministic subset of at most this many
+            prompts, each first-tag value in proportion to its share (see :func:`select_prompts`).
 
     Returns:
         The prompts, in library order.

@@ -119,7 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", help="base pipeline the PIPELINE folders are loaded on top of")
     parser.add_argument("--prompts", default="default",
                         help="prompt library: parti, geneval, default, or a file (.txt, .json, .jsonl, .csv, .tsv)")
-    parser.add_argument("--max-prompts", type=positive_int, help="a balanced subset of this many prompts")
+    parser.add_argument("--max-prompts", type=positive_int, help="a subset of this many prompts, each category in proportion to its share")
     parser.add_argument("--target-ci", type=_positive_float,
                         help="stop each evaluation once the 95%% interval of clip/delta (the first: clip/mean) is at most this")
     parser.add_argument("--min-prompts", type=positive_int, default=DEFAULT_MIN_PROMPTS,

@@ -16,8 +16,10 @@ from clip_metric.prompts import (
     BUILTIN_LIBRARY_PATH,
     Prompt,
     builtin_prompts,
+    balanced_order,
     load_prompt_library,
     prompt_seed,
+    proportional_order,
     select_prompts,
 )
 
@@ -286,7 +288,7 @@ def test_subset_deterministic_nested_and_spread() -> None:
         # library order is kept
         positions = [library.index(p) for p in subset]
         assert positions == sorted(positions)
-        # round-robin: category sizes differ by at most one
+        # 12 categories of 12: proportional is equal, so category sizes differ by at most one
         counts = Counter(p.category for p in subset)
         if k >= n_categories:
             assert len(counts) == n_categories
@@ -300,6 +302,88 @@ def test_subset_independent_of_library_order() -> None:
     a = {p.id for p in select_prompts(library, 20)}
     b = {p.id for p in select_prompts(shuffled, 20)}
     assert a == b
+
+
+def _first_tag(prompt: Prompt) -> tuple[str, str] | None:
+    return next(iter(prompt.tags.items()), None)
+
+
+def _assert_every_prefix_is_proportional(library: list[Prompt]) -> None:
+    order = proportional_order(library)
+    assert sorted(map(id, order)) == sorted(map(id, library))  # each prompt once
+    sizes = Counter(map(_first_tag, library))
+    counts: Counter = Counter()
+    total = len(library)
+    for k, prompt in enumerate(order, start=1):
+        counts[_first_tag(prompt)] += 1
+        for group, size in sizes.items():
+            # |count - k * size / total| < 1, in integers
+            assert abs(counts[group] * total - k * size) < total, (k, group, counts[group], k * size / total)
+
+
+def _library(sizes: list[int], salt: str = "") -> list[Prompt]:
+    return [
+        Prompt(f"g{g}-{j}", f"prompt {j} of group {g}{salt}", category=f"group-{g}")
+        for g, size in enumerate(sizes)
+        for j in range(size)
+    ]
+
+
+@pytest.mark.parametrize("name", ["parti", "geneval", "default"])
+def test_every_prefix_of_a_bundled_library_holds_each_category_in_proportion(name: str) -> None:
+    _assert_every_prefix_is_proportional(load_prompt_library(name))
+
+
+def test_every_prefix_holds_each_group_in_proportion_whatever_the_sizes() -> None:
+    import random
+
+    rng = random.Random(0)
+    for trial in range(60):
+        sizes = [rng.choice([1, 2, 3, rng.randint(1, 40), rng.randint(1, 300)]) for _ in range(rng.randint(1, 14))]
+        library = _library(sizes, salt=f" ({trial})")
+        rng.shuffle(library)
+        _assert_every_prefix_is_proportional(library)
+    # Untagged prompts form one group; prompts whose first tags differ form groups of their own.
+    _assert_every_prefix_is_proportional([Prompt(f"u{i}", f"untagged {i}") for i in range(30)] + _library([5, 90]))
+    _assert_every_prefix_is_proportional([Prompt(f"n{i}", f"note {i}", tags={"note": f"n{i}"}) for i in range(50)])
+
+
+def test_a_subset_of_the_parti_library_keeps_each_category_share() -> None:
+    parti = load_prompt_library("parti")
+    sizes = Counter(p.category for p in parti)
+    subset = select_prompts(parti, 256)
+    counts = Counter(p.category for p in subset)
+    assert all(abs(counts[c] - 256 * n / len(parti)) < 1 for c, n in sizes.items()), counts
+    assert counts["Animals"] in (49, 50) and counts["Indoor Scenes"] in (6, 7)  # 314 and 40 of 1,632
+
+
+def test_the_order_depends_on_texts_ids_and_first_tags_alone() -> None:
+    parti = load_prompt_library("parti")
+    ids = [p.id for p in proportional_order(parti)]
+    assert [p.id for p in proportional_order(list(reversed(parti)))] == ids
+    assert [p.id for p in proportional_order(parti[1::2] + parti[::2])] == ids
+    # Integer arithmetic and SHA-256 only: the same on every machine, Python version and world size.
+    assert ids[:12] == [
+        "parti-1049", "parti-0347", "parti-0069", "parti-1317", "parti-0151", "parti-0782",
+        "parti-0346", "parti-1491", "parti-0796", "parti-0911", "parti-0945", "parti-1585",
+    ]
+    code = "from clip_metric.prompts import *; print(','.join(p.id for p in proportional_order(load_prompt_library('parti'))))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip().split(",") == ids
+    assert balanced_order(parti) == proportional_order(parti)  # the former name
+
+
+def test_inside_a_category_prompts_come_in_the_order_of_the_sha256_of_their_text() -> None:
+    # A library file that lists each category's prompts easiest first cannot bias a prefix.
+    library = _library([40, 25]) + [Prompt("dup-b", "prompt 3 of group 1", category="group-1")]
+    order = proportional_order(library)
+    for group in ("group-0", "group-1"):
+        members = [p for p in order if p.category == group]
+        assert members == sorted(members, key=lambda p: (hashlib.sha256(p.text.encode()).hexdigest(), p.id))
+    # Far from the library order: the ranks of the first ten of group 0 spread over its 40 positions.
+    first = [library.index(p) for p in order if p.category == "group-0"][:10]
+    assert max(first) - min(first) > 20
 
 
 def test_subset_uncategorised(tmp_path: Path) -> None:
@@ -500,7 +584,7 @@ def test_bundled_libraries_have_their_counts_tags_and_survive_pickling() -> None
         "single_object", "two_object", "counting", "colors", "position", "color_attr"
     }
     assert pickle.loads(pickle.dumps(parti[:5])) == parti[:5]
-    subset = load_prompt_library("parti", max_prompts=24)
+    subset = load_prompt_library("parti", max_prompts=41)  # the smallest category holds 40 of 1,632
     assert len({p.category for p in subset}) == 12 and set(subset) <= set(load_prompt_library("parti", 100))
 
 
