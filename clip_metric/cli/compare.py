@@ -24,6 +24,16 @@ def _level(text: str) -> float:
     return value
 
 
+class _Removed(argparse.Action):
+    """An option that no longer exists, refused with why (not argparse's bare "unrecognized arguments")."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            f"{option_string} was removed: compare reports the t interval of the per-prompt differences, computed "
+            "(not resampled), the interval the evaluator logs as clip/delta_ci"
+        )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare", help="compare runs' per-prompt scores with paired intervals", formatter_class=Formatter
@@ -41,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compare runs whose score signatures differ (each difference is printed as a warning)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--bootstrap", nargs="?", action=_Removed, help=argparse.SUPPRESS)
     parser.set_defaults(run=run)
 
 
