@@ -5,13 +5,20 @@ schema of :mod:`clip_metric.records` (as do ``PromptEvaluator``, ``clip-metric e
 ``clip-metric score --output``); :func:`find_runs` finds them by their header. Two runs evaluated on the same prompts and seeds can be compared
 *paired*: the difference of means is the mean of per-prompt differences, and the *t* interval
 of those differences (:mod:`clip_metric.intervals`, the statistics the callback logs as
-``clip/delta`` and ``clip/delta_ci``) is its 95% interval. That is what tells whether a
-difference is larger than the noise of the prompt set (small differences on small sets; a gap
-of ``.33`` against ``.36`` on 1,632 prompts is far outside it).
+``clip/delta`` and ``clip/delta_ci``) is its 95% interval: an interval for the mean difference over
+the population of prompts the library samples, one number per prompt. Several images of one
+prompt (the same prompt id or the same caption, e.g. ``parti-0001-1.png`` and
+``parti-0001-2.png``) are one cluster: they are averaged into one prompt-level value before any
+mean, interval or paired difference, so they do not count as independent prompts.
+
+Comparing several runs with one base makes several tests at once: :func:`family_decisions`
+adjusts them together (Holm's step-down), so that the chance of calling any of them
+significant when none differs stays at ``1 - level``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -24,14 +31,60 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width
+from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width, holm, p_value
 from clip_metric.records import FORMAT, is_score_file, read_scores
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
 
+def _prompt_clusters(keys: Sequence[tuple]) -> np.ndarray:
+    """One cluster label per key: rows of the same prompt (same prompt id, or same caption) share one.
+
+    Keys are ``(prompt id, prompt, seed)`` (:attr:`clip_metric.records.ScoreRecord.key`): every
+    field but the seed names the prompt, and two rows sharing any of them are one prompt (an id
+    with a ``-<k>`` image suffix still has its caption). Labels are ``0 .. clusters - 1`` in
+    order of first appearance.
+    """
+    parent: dict[Any, Any] = {}
+
+    def find(node: Any) -> Any:
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:  # path compression
+            parent[node], node = root, parent[node]
+        return root
+
+    firsts = []
+    for index, key in enumerate(keys):
+        key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+        names = [(position, value) for position, value in enumerate(key[:-1])] or [("row", index)]
+        for name in names:
+            parent.setdefault(name, name)
+        root = find(names[0])
+        for name in names[1:]:
+            other = find(name)
+            if other != root:
+                parent[other] = root
+        firsts.append(names[0])
+    labels: dict[Any, int] = {}
+    return np.asarray([labels.setdefault(find(name), len(labels)) for name in firsts], dtype=np.int64)
+
+
+def _cluster_means(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` within each cluster of ``labels`` (``0 .. k - 1``)."""
+    if not values.size:
+        return values
+    return np.bincount(labels, weights=values) / np.bincount(labels)
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation of one run: its step and per-prompt rows."""
+    """One evaluation of one run: its step and per-image rows.
+
+    ``keys`` are ``(prompt id, prompt, seed)``; rows of one prompt (the same id or caption) are
+    one cluster, and :attr:`prompt_scores` holds one mean per prompt: the values that
+    :attr:`mean` and :meth:`mean_interval` are taken over.
+    """
 
     step: int
     path: Path
@@ -40,15 +93,31 @@ class Evaluation:
     signature: dict | None = None
     header: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @functools.cached_property
+    def prompt_scores(self) -> np.ndarray:
+        """One score per prompt: the mean of that prompt's images (its rows sharing a prompt id or caption)."""
+        scores = np.asarray(self.scores, dtype=np.float64)
+        if len(self.keys) != scores.size:  # rows without one key each: nothing says which share a prompt
+            return scores
+        return _cluster_means(scores, _prompt_clusters(self.keys))
+
+    @property
+    def prompts(self) -> int:
+        """The number of distinct prompts (clusters of images)."""
+        return int(self.prompt_scores.size)
+
     @property
     def mean(self) -> float:
-        return float(self.scores.mean()) if self.scores.size else math.nan
+        """The mean over prompts of each prompt's mean score (the mean over images when each prompt has as many)."""
+        return float(self.prompt_scores.mean()) if self.scores.size else math.nan
 
     def summary(self) -> dict[str, float]:
         """``clip/mean``, ``clip/mean_ci``, ``clip/min``, ``clip/max``, ``clip/std`` (population) and ``clip/count``.
 
         The statistics the callback logs (:func:`clip_metric.functional.summarize_scores`); NaN
-        but the count for an evaluation without rows, ``clip/mean_ci`` NaN below two.
+        but the count for an evaluation without rows, ``clip/mean_ci`` NaN below two. With
+        several images of one prompt, ``clip/mean`` and ``clip/mean_ci`` are over prompt-level
+        means and ``clip/prompts`` counts the prompts (``clip/count`` stays the images).
         """
         import torch
 
@@ -56,11 +125,16 @@ class Evaluation:
 
         summary = {k: float(v) for k, v in summarize_scores(torch.from_numpy(self.scores)).items()}
         summary["clip/count"] = int(summary["clip/count"])
+        if self.prompts < self.scores.size:
+            low, high = self.mean_interval()
+            summary["clip/mean"] = self.mean
+            summary["clip/mean_ci"] = (high - low) / 2 if self.prompts >= 2 else math.nan
+        summary["clip/prompts"] = self.prompts
         return summary
 
     def mean_interval(self, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
         """The *t* interval of the mean over prompts (as ``clip/mean_ci``); a point below 2 prompts."""
-        interval = mean_interval(self.scores, level)
+        interval = mean_interval(self.prompt_scores, level)
         return (self.mean, self.mean) if interval is None else interval
 
 
@@ -297,10 +371,13 @@ def load_run(run_dir: str | os.PathLike) -> list[Evaluation]:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``b - a`` over the prompts both evaluations share, with its *t* interval.
+    """``b - a`` over the prompts both evaluations share, with its *t* interval and p-value.
 
     ``mean_a`` and ``mean_b`` are the two means over those shared prompts only, so that
-    ``difference == mean_b - mean_a`` whatever else either evaluation holds.
+    ``difference == mean_b - mean_a`` whatever else either evaluation holds. ``shared`` counts
+    prompts (the interval's sample size), ``images`` the paired rows: more than ``shared`` when
+    a prompt has several images. The interval, the p-value and :attr:`significant` are those of
+    this one comparison, unadjusted: :func:`family_decisions` adjusts several together.
     """
 
     difference: float
@@ -310,6 +387,8 @@ class PairedDifference:
     level: float
     mean_a: float = math.nan
     mean_b: float = math.nan
+    p_value: float = math.nan
+    images: int = 0
 
     @property
     def half_width(self) -> float:
@@ -318,18 +397,21 @@ class PairedDifference:
 
     @property
     def significant(self) -> bool:
-        """Whether the interval excludes zero."""
+        """Whether the interval excludes zero: this comparison alone, not adjusted for others made with it."""
         return self.low > 0 or self.high < 0
 
 
 def paired_difference(a: Evaluation, b: Evaluation, *, level: float = DEFAULT_LEVEL) -> PairedDifference:
     """Mean of per-prompt differences ``b - a`` on shared (prompt id, prompt, seed) rows, with its *t* interval.
 
-    The statistics the callback logs as ``clip/delta`` and ``clip/delta_ci``.
+    The statistics the callback logs as ``clip/delta`` and ``clip/delta_ci``. Rows are paired by
+    their whole key; the paired rows of one prompt (the same prompt id or caption, several
+    images) are averaged into one prompt-level difference, and the interval is the *t* interval
+    of those, one per prompt.
 
     Raises:
-        ValueError: if the evaluations share fewer than :data:`MIN_PAIRS` (prompt id, prompt,
-            seed) rows, or for a ``level`` outside ``(0, 1)``.
+        ValueError: if the evaluations share fewer than :data:`MIN_PAIRS` prompts, or for a
+            ``level`` outside ``(0, 1)``.
 
     Example:
         >>> import numpy as np
@@ -347,18 +429,69 @@ def paired_difference(a: Evaluation, b: Evaluation, *, level: float = DEFAULT_LE
     shared = [(index_a[key], j) for j, key in enumerate(b.keys) if key in index_a]
     if not shared:
         raise ValueError(f"{a.path} and {b.path} share no (prompt id, prompt, seed) row: they cannot be compared paired")
-    if len(shared) < MIN_PAIRS:
-        raise ValueError(
-            f"{a.path} and {b.path} share only {len(shared)} (prompt id, prompt, seed) row(s); a paired interval "
-            f"needs at least {MIN_PAIRS}"
-        )
     ia, ib = (np.asarray(x) for x in zip(*shared))
-    diffs = b.scores[ib] - a.scores[ia]
+    labels = _prompt_clusters([b.keys[j] for j in ib])
+    prompts = int(labels.max()) + 1
+    if prompts < MIN_PAIRS:
+        rows = f" ({len(shared)} (prompt id, prompt, seed) rows)" if len(shared) != prompts else ""
+        raise ValueError(
+            f"{a.path} and {b.path} share only {prompts} prompt(s){rows}; a paired interval needs at least {MIN_PAIRS}"
+        )
+    scores_a, scores_b = _cluster_means(a.scores[ia], labels), _cluster_means(b.scores[ib], labels)
+    diffs = scores_b - scores_a
     low, high = mean_interval(diffs, level)  # type: ignore[misc]  # MIN_PAIRS >= 2
+    # The two-sided p-value of the same t statistic: below 1 - level exactly when the interval excludes 0.
+    p = p_value(float(diffs.sum()), float((diffs * diffs).sum()), diffs.size)
     return PairedDifference(
         float(diffs.mean()), low, high, int(diffs.size), level,
-        float(a.scores[ia].mean()), float(b.scores[ib].mean()),
+        float(scores_a.mean()), float(scores_b.mean()), p, len(shared),
     )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A comparison's decision after adjustment for the family it was made in.
+
+    ``p_adjusted`` is Holm's adjusted p-value (NaN, and never significant, for a comparison
+    without an interval); ``significant`` is ``p_adjusted < 1 - level``; ``family`` is the
+    number of comparisons adjusted together.
+    """
+
+    p_adjusted: float
+    significant: bool
+    family: int
+
+
+def family_decisions(
+    differences: Sequence[PairedDifference | None], level: float = DEFAULT_LEVEL
+) -> list[Decision]:
+    """Holm's step-down adjustment over a family of paired comparisons, one :class:`Decision` each.
+
+    The family is every comparison given (``None`` for one without an interval, too few shared
+    prompts: it is not tested and does not count). Holm's method keeps the family-wise error
+    rate, the chance of calling any comparison significant when no run differs, at ``1 - level``
+    whatever the dependence between them (comparisons with one base are correlated), and it
+    rejects at least what Bonferroni's ``p < (1 - level) / family`` would.
+
+    Raises:
+        ValueError: for a ``level`` outside ``(0, 1)``.
+
+    Example:
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> keys = tuple((f"id{i}", f"p{i}", i) for i in range(50))
+        >>> base = Evaluation(1, Path("base"), keys, np.full(50, 0.30))
+        >>> spread = np.linspace(-0.01, 0.01, 50)
+        >>> runs = [Evaluation(1, Path(f"r{k}"), keys, 0.30 + shift + spread) for k, shift in enumerate((0.0, 0.0017, 0.01))]
+        >>> differences = [paired_difference(base, run) for run in runs]
+        >>> [d.significant for d in differences]  # each alone
+        [False, True, True]
+        >>> [(d.family, d.significant, round(d.p_adjusted, 3)) for d in family_decisions(differences)]
+        [(3, False, 1.0), (3, False, 0.098), (3, True, 0.0)]
+    """
+    adjusted = holm([math.nan if d is None else d.p_value for d in differences], level)
+    family = sum(1 for d in differences if d is not None and not math.isnan(d.p_value))
+    return [Decision(p, significant, family) for p, significant in adjusted]
 
 
 def read_tensorboard_history(run_dir: str | os.PathLike, prefix: str = "clip/") -> list[dict[str, float]]:
@@ -429,6 +562,10 @@ def mixed_signatures(evaluations: Sequence[Evaluation]) -> list[str]:
 
 def best_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation:
     """The evaluation with the highest mean (the earliest on ties).
+
+    A selection: the maximum of several noisy means is biased upward (a plateaued run's best
+    is above its level by about the noise), so it is reported, never tested against another
+    run; comparisons use the last evaluation.
 
     An evaluation without rows has no mean and is never the best, unless every one is empty
     (then the last is returned).

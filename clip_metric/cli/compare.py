@@ -1,4 +1,10 @@
-"""``clip-metric compare``: compare runs' per-prompt scores with paired *t* intervals (as ``clip/delta_ci``)."""
+"""``clip-metric compare``: compare runs' per-prompt scores with paired *t* intervals (as ``clip/delta_ci``).
+
+Every run after the first is compared with the first: those comparisons are the family, and
+their decisions are adjusted together by Holm's step-down method, so that with runs all as good
+as the base the chance of calling any of them significant stays at ``1 - level``. The interval
+printed for each is its own, unadjusted one.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,16 @@ def _level(text: str) -> float:
     return value
 
 
+class _Removed(argparse.Action):
+    """An option that no longer exists, refused with why (not argparse's bare "unrecognized arguments")."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            f"{option_string} was removed: compare reports the t interval of the per-prompt differences, computed "
+            "(not resampled), the interval the evaluator logs as clip/delta_ci"
+        )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare", help="compare runs' per-prompt scores with paired intervals", formatter_class=Formatter
@@ -35,12 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compare runs whose score signatures differ (each difference is printed as a warning)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--bootstrap", nargs="?", action=_Removed, help=argparse.SUPPRESS)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from clip_metric.compare import (
         best_evaluation,
+        family_decisions,
         find_runs,
         mixed_signatures,
         paired_difference,
@@ -84,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         stderr(f"note: {args.runs[0]} has no per-prompt scores; the paired comparison uses {names[0]} as the base run")
     # Signatures first: numbers made differently are not compared unless the user says so.
     pairs: list[dict] = []
+    tested: list = []
     for other in names[1:]:
         a, b = runs[names[0]][-1], runs[other][-1]
         differences = signature_differences(b, a)  # "theirs vs the base run"
@@ -101,10 +120,19 @@ def run(args: argparse.Namespace) -> int:
             d = paired_difference(a, b, level=args.level)
         except ValueError as err:
             entry["error"] = str(err)
+            tested.append(None)
         else:
-            entry.update(difference=d.difference, half_width=d.half_width, low=d.low, high=d.high, shared=d.shared, mean=d.mean_b,
-                         base_mean=d.mean_a, significant=d.significant)
+            entry.update(difference=d.difference, half_width=d.half_width, low=d.low, high=d.high, shared=d.shared,
+                         images=d.images, mean=d.mean_b, base_mean=d.mean_a, p_value=d.p_value,
+                         significant_unadjusted=d.significant)
+            tested.append(d)
         pairs.append(entry)
+    # One family: every comparison printed with an interval, adjusted together (Holm).
+    decisions = family_decisions(tested, level=args.level)
+    family = decisions[0].family if decisions else 0
+    for entry, decision in zip(pairs, decisions):
+        if "error" not in entry:
+            entry.update(p_adjusted=decision.p_adjusted, significant=decision.significant)
     plot = str(plot_runs(runs, args.plot, level=args.level, logged=logged)) if args.plot else None
     if args.json:
         import json
@@ -112,12 +140,15 @@ def run(args: argparse.Namespace) -> int:
         report = {
             "runs": {
                 name: {"last": {"step": e[-1].step, **e[-1].summary()},
-                       "best": {"step": best_evaluation(e).step, **best_evaluation(e).summary()},
+                       "best": {"step": best_evaluation(e).step, **best_evaluation(e).summary(),
+                                "selected_from": len(e)},
                        "signature": e[-1].signature}
                 for name, e in runs.items()
             },
             "logged": {name: history for name, history in logged.items()},
-            "level": args.level, "pairs": pairs, "plot": plot,
+            "level": args.level,
+            "family": {"method": "holm", "size": family, "error_rate": 1 - args.level},
+            "pairs": pairs, "plot": plot,
         }
         print(json.dumps(_finite(report)))
         return 0
@@ -133,22 +164,43 @@ def run(args: argparse.Namespace) -> int:
             _print_row(name, label, int(row["step"]), row)
     if logged:
         print(f"(from TensorBoard scalars, no per-prompt scores: {', '.join(logged)})")
+    selected = {name: len(e) for name, e in runs.items()} | {name: len(h) for name, h in logged.items()}
+    if any(count > 1 for count in selected.values()):
+        counts = sorted(set(selected.values()))
+        over = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        print(f"best: the evaluation with the highest mean among each run's {over} evaluations, selected after the fact: its "
+              "mean is biased upward by the selection, and it is not compared (the comparisons use the last)")
     if pairs:
         print()
-        print(f"paired difference of clip/mean at each run's last evaluation, over the prompts (id, text and seed) "
-              f"both scored, {args.level * 100:g}% t interval of the per-prompt differences:")
+        print(f"paired difference of clip/mean at each run's last evaluation, over the rows (prompt id, text and seed) "
+              f"both scored, several images of one prompt averaged, {args.level * 100:g}% t interval of the per-prompt "
+              "differences (each comparison's own):")
+        if family:
+            print(f"significance is decided after Holm's adjustment over the {family} comparison(s) below "
+                  f"(family-wise error rate {(1 - args.level) * 100:g}%); p is each comparison's own, adj. p Holm's")
     for entry in pairs:
         other, base = entry["run"], entry["base"]
         if "error" in entry:
             print(f"  {other} - {base}: not comparable ({entry['error']})")
             continue
-        verdict = "significant" if entry["significant"] else "not significant (the interval includes 0)"
+        if entry["significant"]:
+            verdict = "significant"
+        elif entry["significant_unadjusted"]:
+            verdict = "not significant after adjustment (its own interval excludes 0)"
+        else:
+            verdict = "not significant (the interval includes 0)"
+        images = f", {entry['images']} images" if entry["images"] != entry["shared"] else ""
         print(f"  {other} (step {entry['step']}) - {base} (step {entry['base_step']}): {entry['difference']:+.4f} "
-              f"+/- {entry['half_width']:.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] over {entry['shared']} shared prompts "
-              f"(means {entry['mean']:.4f} vs {entry['base_mean']:.4f}): {verdict}")
+              f"+/- {entry['half_width']:.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] over {entry['shared']} shared "
+              f"prompts{images} (means {entry['mean']:.4f} vs {entry['base_mean']:.4f}), p {_p(entry['p_value'])}, "
+              f"adj. p {_p(entry['p_adjusted'])}: {verdict}")
     if plot:
         print(f"plot: {plot}")
     return 0
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value >= 0.0001 else "<0.0001"
 
 
 def _warned(read, path):

@@ -116,7 +116,7 @@ def test_a_wider_level_gives_a_wider_interval():
 
 def test_the_interval_is_scipys_t_interval_of_the_differences():
     a, b = _noisy(10, 400), _noisy(11, 400)
-    keys = tuple((f"id{i}", "p", i) for i in range(400))
+    keys = tuple((f"id{i}", f"p{i}", i) for i in range(400))
     result = paired_difference(_evaluation(a, keys), _evaluation(b, keys), level=0.9)
     diffs = b - a
     low, high = stats.t.interval(0.9, diffs.size - 1, loc=diffs.mean(), scale=stats.sem(diffs))
@@ -146,7 +146,7 @@ def test_evaluation_summary_uses_population_std():
     evaluation = _evaluation([0.2, 0.4], keys=KEYS[:2])
     assert evaluation.summary() == pytest.approx(
         {"clip/mean": 0.3, "clip/mean_ci": 0.1 * math.sqrt(2) * stats.t.ppf(0.975, 1) / math.sqrt(2),
-         "clip/min": 0.2, "clip/max": 0.4, "clip/std": 0.1, "clip/count": 2}
+         "clip/min": 0.2, "clip/max": 0.4, "clip/std": 0.1, "clip/count": 2, "clip/prompts": 2}
     )
     assert evaluation.mean == pytest.approx(0.3)
 
