@@ -31,50 +31,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from clip_metric.functional import cluster_means, prompt_cluster_labels
 from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width, holm, p_value
 from clip_metric.records import FORMAT, is_score_file, read_scores
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
 
-def _prompt_clusters(keys: Sequence[tuple]) -> np.ndarray:
-    """One cluster label per key: rows of the same prompt (same prompt id, or same caption) share one.
-
-    Keys are ``(prompt id, prompt, seed)`` (:attr:`clip_metric.records.ScoreRecord.key`): every
-    field but the seed names the prompt, and two rows sharing any of them are one prompt (an id
-    with a ``-<k>`` image suffix still has its caption). Labels are ``0 .. clusters - 1`` in
-    order of first appearance.
-    """
-    parent: dict[Any, Any] = {}
-
-    def find(node: Any) -> Any:
-        root = node
-        while parent[root] != root:
-            root = parent[root]
-        while parent[node] != root:  # path compression
-            parent[node], node = root, parent[node]
-        return root
-
-    firsts = []
-    for index, key in enumerate(keys):
-        key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
-        names = [(position, value) for position, value in enumerate(key[:-1])] or [("row", index)]
-        for name in names:
-            parent.setdefault(name, name)
-        root = find(names[0])
-        for name in names[1:]:
-            other = find(name)
-            if other != root:
-                parent[other] = root
-        firsts.append(names[0])
-    labels: dict[Any, int] = {}
-    return np.asarray([labels.setdefault(find(name), len(labels)) for name in firsts], dtype=np.int64)
-
-
 def _cluster_means(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The mean of ``values`` within each cluster of ``labels`` (``0 .. k - 1``)."""
-    if not values.size:
-        return values
-    return np.bincount(labels, weights=values) / np.bincount(labels)
+    """The mean of ``values`` within each cluster of ``labels``, in label order (:func:`cluster_means`)."""
+    return cluster_means(values, labels.tolist()).means.numpy() if values.size else values
 
 
 @dataclass(frozen=True)
@@ -99,7 +64,7 @@ class Evaluation:
         scores = np.asarray(self.scores, dtype=np.float64)
         if len(self.keys) != scores.size:  # rows without one key each: nothing says which share a prompt
             return scores
-        return _cluster_means(scores, _prompt_clusters(self.keys))
+        return _cluster_means(scores, prompt_cluster_labels(self.keys))
 
     @property
     def prompts(self) -> int:
@@ -430,7 +395,7 @@ def paired_difference(a: Evaluation, b: Evaluation, *, level: float = DEFAULT_LE
     if not shared:
         raise ValueError(f"{a.path} and {b.path} share no (prompt id, prompt, seed) row: they cannot be compared paired")
     ia, ib = (np.asarray(x) for x in zip(*shared))
-    labels = _prompt_clusters([b.keys[j] for j in ib])
+    labels = prompt_cluster_labels([b.keys[j] for j in ib])
     prompts = int(labels.max()) + 1
     if prompts < MIN_PAIRS:
         rows = f" ({len(shared)} (prompt id, prompt, seed) rows)" if len(shared) != prompts else ""

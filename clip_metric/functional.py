@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from typing import Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -161,6 +162,44 @@ class ClusterMeans(NamedTuple):
     """``(P,)`` float64: the mean score of each key's images."""
     sizes: Tensor
     """``(P,)`` int64: how many images each key has."""
+
+
+def prompt_cluster_labels(keys: Sequence[tuple]) -> np.ndarray:
+    """One cluster label per key: rows of the same prompt (same prompt id, or same caption) share one.
+
+    Keys are ``(prompt id, prompt, seed)`` (:attr:`clip_metric.records.ScoreRecord.key`): every
+    field but the seed names the prompt, and two rows sharing any of them are one prompt (an id
+    with a ``-<k>`` image suffix still has its caption). Labels are ``0 .. clusters - 1`` in
+    order of first appearance.
+
+    Example:
+        >>> prompt_cluster_labels([("p-1", "a fox", 1), ("p-1-2", "a fox", 2), ("p-2", "a cat", 3)]).tolist()
+        [0, 0, 1]
+    """
+    parent: dict[Any, Any] = {}
+
+    def find(node: Any) -> Any:
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:  # path compression
+            parent[node], node = root, parent[node]
+        return root
+
+    firsts = []
+    for index, key in enumerate(keys):
+        key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+        names = [(position, value) for position, value in enumerate(key[:-1])] or [("row", index)]
+        for name in names:
+            parent.setdefault(name, name)
+        root = find(names[0])
+        for name in names[1:]:
+            other = find(name)
+            if other != root:
+                parent[other] = root
+        firsts.append(names[0])
+    labels: dict[Any, int] = {}
+    return np.asarray([labels.setdefault(find(name), len(labels)) for name in firsts], dtype=np.int64)
 
 
 def cluster_means(scores: Tensor | Sequence[float], keys: Sequence[Hashable]) -> ClusterMeans:
