@@ -8,6 +8,7 @@ builders live in ``_helpers``; tests import from there, never from this file.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,20 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def uint8_images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     return torch.randint(0, 256, (6, 3, 48, 64), dtype=torch.uint8, generator=generator)
+
+
+@pytest.fixture()
+def no_hang():
+    """Fail instead of hanging: a blocked open is interrupted after 10 s."""
+
+    class Blocked(BaseException):  # not an OSError: nothing on the way may take it for a read error
+        pass
+
+    def interrupt(signum, frame):
+        raise Blocked("blocked for 10 s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -5,28 +5,20 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from clip_metric import __version__
+from _helpers.data import captioned_folder, save_random_image
 from clip_metric.cli import main
 from clip_metric.records import read_scores
 
 
-def _image(path, seed=0):
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+_image = save_random_image
 
 
 @pytest.fixture()
 def captioned(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(3):
-        _image(folder / f"img{i}.png", seed=i)
-        (folder / f"img{i}.txt").write_text(f"caption {i}")
-    return folder
+    return captioned_folder(tmp_path)
 
 
 def _score(folder, model, *extra):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import warnings
 
 import numpy as np
@@ -50,23 +49,6 @@ def test_a_score_file_given_as_such_is_a_run_of_one_evaluation(tmp_path):
     other.write_text('{"note": 1}\n')
     with pytest.raises(ValueError, match=rf"{other}, line 1: not a clip-metric score file"):
         find_runs(other)
-
-
-@pytest.fixture()
-def no_hang():
-    """Fail instead of hanging: a blocked open is interrupted after 10 s."""
-
-    class Blocked(BaseException):  # not an OSError: nothing on the way may take it for a read error
-        pass
-
-    def interrupt(signum, frame):
-        raise Blocked("blocked for 10 s")
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

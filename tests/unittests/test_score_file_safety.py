@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,23 +14,6 @@ from clip_metric.records import ScoreRecord, is_score_file, read_scores, write_s
 
 ROOT = Path(__import__("clip_metric").__file__).parent.parent
 RECORDS = [ScoreRecord(f"p{i}", f"prompt {i}", 0.3 + i / 100, seed=i) for i in range(3)]
-
-
-@pytest.fixture()
-def no_hang():
-    """Fail instead of hanging: a blocked open is interrupted after 10 s."""
-
-    class Blocked(BaseException):  # not an OSError: nothing on the way may take it for a read error
-        pass
-
-    def interrupt(signum, frame):
-        raise Blocked("blocked for 10 s")
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
