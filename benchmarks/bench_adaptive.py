@@ -45,7 +45,7 @@ import torch
 from harness.environment import environment, load_average, log
 from harness.report import common_arguments, fmt, resolve_device, table, target, targets_table, write_report
 
-from clip_metric.adaptive import KEEP_PAIRS_MARGIN, StoppingRule, delta_half_width
+from clip_metric.adaptive import KEEP_PAIRS_Z, StoppingRule, delta_half_width
 from clip_metric.intervals import half_width, prompts_needed, t_quantile
 
 # Half-widths asked for. The demo's per-prompt scores spread about twice as much as the source
@@ -232,7 +232,7 @@ def simulated(args: argparse.Namespace) -> dict[str, Any]:
             }
         out[str(rho)] = rows
     return {"std": std, "library": library, "delta_per_evaluation": step_delta, "runs": args.sim_runs,
-            "evaluations_per_run": args.sim_evaluations, "keep_pairs_margin": KEEP_PAIRS_MARGIN,
+            "evaluations_per_run": args.sim_evaluations, "keep_pairs_z": KEEP_PAIRS_Z,
             "correlations": out}
 
 
@@ -302,7 +302,8 @@ def build_markdown(report: dict[str, Any]) -> str:
     )
     lines += ["", f"Simulated steady runs: std {sim['std']} around 0.30, a change of +{sim['delta_per_evaluation']} "
               f"per evaluation, library of {sim['library']}, {sim['runs']} runs of {sim['evaluations_per_run']} "
-              f"evaluations per cell, pairs kept for the next evaluation x{sim['keep_pairs_margin']}:", ""]
+              "evaluations per cell, pairs kept for the next evaluation: its predicted need n times "
+              f"1 + {sim['keep_pairs_z']:g} sqrt(3 / n):", ""]
     rows = []
     for rho, cells in sim["correlations"].items():
         for w, v in cells.items():

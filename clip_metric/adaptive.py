@@ -18,7 +18,8 @@ Two things make it more than "stop when the t interval is narrow enough":
   one about as many pairs as it needs, so often too few. So an evaluation that stops renders on
   to the count the *next* evaluation is predicted to need, :func:`prompts_to_keep`: the smallest
   count whose interval, at the current spread and skewness of the differences, reaches the
-  target, times :data:`KEEP_PAIRS_MARGIN`. Where the pairs still run out, the evaluation renders
+  target, times a margin that covers the next evaluation's fresh estimate of the spread
+  (:func:`keep_margin`). Where the pairs still run out, the evaluation renders
   to that count too (its own change misses the target, the next one's need not), instead of
   rendering on until ``clip/mean_ci`` reaches the target (several times the paired count).
 """
@@ -32,16 +33,12 @@ from dataclasses import dataclass
 from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width, t_quantile
 
 __all__ = [
-    "KEEP_PAIRS_MARGIN", "MIN_MEANINGFUL_PROMPTS", "MIN_MEANINGFUL_ROUND", "Decision", "StoppingRule",
-    "delta_half_width", "prompts_to_keep", "settings_warning",
+    "KEEP_PAIRS_Z", "MIN_MEANINGFUL_PROMPTS", "MIN_MEANINGFUL_ROUND", "Decision", "StoppingRule",
+    "delta_half_width", "keep_margin", "prompts_to_keep", "settings_warning",
 ]
 
-KEEP_PAIRS_MARGIN = 1.3
-"""Factor on the predicted need of the next evaluation that a stopping evaluation renders to.
-
-The next evaluation's spread is estimated afresh; at a need of about 150 pairs its estimate is
-within 30% (in prompts) of this one's nearly always, so it runs out of pairs in under 2% of
-evaluations (measured: ``docs/prompts-needed.md``)."""
+KEEP_PAIRS_Z = 2.0
+"""Standard errors of the next evaluation's spread estimate the kept pairs allow for (:func:`keep_margin`)."""
 
 MIN_MEANINGFUL_PROMPTS = 32
 """Below this ``min_prompts`` the first check sees too few prompts for the spread (and, for a
@@ -57,6 +54,22 @@ def _moments(total: float, total_sq: float, count: float) -> tuple[int, float, f
     mean = total / n
     variance = max(total_sq - total * total / n, 0.0) / (n - 1)
     return n, mean, variance
+
+
+def keep_margin(need: int, z: float = KEEP_PAIRS_Z) -> float:
+    """Factor on a predicted need of ``need`` pairs that a stopping evaluation renders to.
+
+    The next evaluation estimates the variance of its differences afresh. Two consecutive
+    changes share a checkpoint (their differences correlate by about -0.5, their squares by
+    0.25), so the ratio of the two variance estimates over ``n`` prompts has a relative standard
+    error of about ``sqrt(3 / n)``; ``1 + z sqrt(3 / need)`` covers it ``z`` standard errors out
+    (1.29 at 140 pairs, 1.49 at 50, 1.09 at 1,500).
+
+    Example:
+        >>> round(keep_margin(140), 2)
+        1.29
+    """
+    return 1.0 + z * math.sqrt(3.0 / max(need, 2))
 
 
 def delta_half_width(
@@ -77,7 +90,7 @@ def delta_half_width(
 
     Example:
         >>> round(delta_half_width(0.3, 0.09, 0.027, 10), 4)  # one of ten prompts moved by 0.3
-        0.1215
+        0.1083
     """
     if count < 2:
         return math.nan
@@ -93,13 +106,13 @@ def delta_half_width(
 
 def prompts_to_keep(
     total: float, total_sq: float, total_cube: float, count: float, target_ci: float, *,
-    margin: float = KEEP_PAIRS_MARGIN, level: float = DEFAULT_LEVEL,
+    margin: float | None = None, level: float = DEFAULT_LEVEL,
 ) -> int:
     """Prompts the next evaluation is predicted to need, from this evaluation's differences.
 
     The smallest ``n`` whose :func:`delta_half_width` at the differences' present spread and
-    skewness is at most ``target_ci``, times ``margin`` (rounded up). ``count`` itself where the
-    differences have no spread.
+    skewness is at most ``target_ci``, times ``margin`` (default :func:`keep_margin` of that
+    ``n``), rounded up. ``count`` itself where the differences have no spread.
     """
     n, _, variance = _moments(total, total_sq, count)
     if variance <= 0.0:
@@ -118,7 +131,7 @@ def prompts_to_keep(
         mid = (low + high) // 2
         low, high = (low, mid) if narrow_enough(mid) else (mid, high)
     need = high
-    return math.ceil(margin * need)
+    return math.ceil((keep_margin(need) if margin is None else margin) * need)
 
 
 @dataclass(frozen=True)
@@ -145,7 +158,7 @@ class StoppingRule:
             is none); ``"mean"``: ``clip/mean_ci``.
         min_prompts: prompts scored before the first check.
         round_size: prompts added per round.
-        margin: see :data:`KEEP_PAIRS_MARGIN`.
+        margin: factor on the next evaluation's predicted need (default: :func:`keep_margin`).
         level: confidence level.
 
     Example:
@@ -156,14 +169,15 @@ class StoppingRule:
 
     def __init__(
         self, target_ci: float, *, target: str = "delta", min_prompts: int = 64, round_size: int = 32,
-        margin: float = KEEP_PAIRS_MARGIN, level: float = DEFAULT_LEVEL,
+        margin: float | None = None, level: float = DEFAULT_LEVEL,
     ) -> None:
         self.target_ci, self.target = target_ci, target
         self.min_prompts, self.round_size, self.margin, self.level = min_prompts, round_size, margin, level
 
     def describe(self) -> str:
         """The rule in a signature's subset string (the rule, not the stopping point)."""
-        keep = f",keep{self.margin:g}x" if self.target == "delta" else ""
+        keep = ("" if self.target != "delta" else
+                f",keep{self.margin:g}x" if self.margin is not None else f",keep+{KEEP_PAIRS_Z:g}se")
         return f"{self.target}-ci<={self.target_ci:g}(min{self.min_prompts},round{self.round_size}{keep},skew)"
 
     def as_dict(self) -> dict:
@@ -171,7 +185,9 @@ class StoppingRule:
         return {
             "target": self.target, "target_ci": self.target_ci, "min_prompts": self.min_prompts,
             "round_size": self.round_size, "interval": "t+skewness",
-            "keep_pairs_margin": self.margin if self.target == "delta" else None,
+            "keep_pairs": None if self.target != "delta" else (
+                f"need*{self.margin:g}" if self.margin is not None else f"need*(1+{KEEP_PAIRS_Z:g}*sqrt(3/need))"
+            ),
         }
 
     def bounds(self, library: int) -> list[int]:

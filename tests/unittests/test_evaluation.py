@@ -189,11 +189,11 @@ def test_scores_on_another_scale_are_not_paired(tiny_clip_dir, tmp_path, caplog)
 def test_the_adaptive_rule_is_in_the_signature_and_the_header(tiny_clip_dir, tmp_path):
     evaluator = _evaluator(tiny_clip_dir, target_ci=10.0, scores_dir=tmp_path)
     result = evaluator.evaluate(checkpoint(0), step=1)
-    assert "balanced-prefix:delta-ci<=10(min64,round32,keep1.3x,skew)" in result.signature.prompts
+    assert "balanced-prefix:delta-ci<=10(min64,round32,keep+2se,skew)" in result.signature.prompts
     assert ",n200," in result.signature.prompts  # the library the prefix is taken from
     header = read_scores(result.path).header
     assert header["adaptive"] == {"target": "delta", "target_ci": 10.0, "min_prompts": 64, "round_size": 32,
-                                  "interval": "t+skewness", "keep_pairs_margin": 1.3,
+                                  "interval": "t+skewness", "keep_pairs": "need*(1+2*sqrt(3/need))",
                                   "rounds": 1, "stopped_early": True, "target_reached": True}
 
 
