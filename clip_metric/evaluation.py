@@ -331,7 +331,9 @@ class PromptEvaluator:
         """The rule adaptive evaluations stop by (None without ``target_ci``), from the present settings."""
         if self.target_ci is None:
             return None
-        return StoppingRule(self.target_ci, target=self.target, min_prompts=self.min_prompts, round_size=self.round_size)
+        return StoppingRule(
+            self.target_ci, target=self.target, min_prompts=self.min_prompts, round_size=self.round_size
+        )
 
     @property
     def encoder(self) -> ClipEncoder | None:
