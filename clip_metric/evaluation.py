@@ -11,7 +11,9 @@ before it: ``clip/delta`` is the mean change over the prompts both scored (same 
 seed), with the half-width ``clip/delta_ci`` of its 95% interval (:mod:`clip_metric.intervals`).
 With ``target_ci``, the library is rendered in rounds, in the balanced order of
 :func:`~clip_metric.prompts.balanced_order`, and the evaluation stops as soon as the interval
-it targets is narrow enough: every rank takes the same decision from the same synced moments.
+it targets is narrow enough (:class:`~clip_metric.adaptive.StoppingRule`), rendering on to the
+pairs the next evaluation is predicted to need: every rank takes the same decision from the same
+synced moments.
 
 Every rank must call :meth:`PromptEvaluator.evaluate` together: it runs collectives. A rank
 whose generator fails makes every rank raise (none is left waiting).
