@@ -42,7 +42,7 @@ KEEP_PAIRS_Z = 2.0
 
 MIN_MEANINGFUL_PROMPTS = 32
 """Below this ``min_prompts`` the first check sees too few prompts for the spread (and, for a
-skewed change, the third moment) behind an interval to be estimated: coverage falls to 0.58-0.93."""
+skewed change, the third moment) behind an interval to be estimated."""
 
 MIN_MEANINGFUL_ROUND = 8
 """Below this ``round_size`` the rule looks at the interval after nearly every prompt, and stops
@@ -244,7 +244,7 @@ def settings_warning(min_prompts: int, round_size: int) -> str | None:
         return None
     return (
         "; ".join(problems)
-        + ". The 95% intervals an evaluation stops on then cover less than 95% of the time (0.58-0.93 measured "
-        f"for a change carried by a tenth of the prompts); use min_prompts>={MIN_MEANINGFUL_PROMPTS} and "
+        + ". The 95% intervals an evaluation stops on then cover less than 95% of the time; use "
+        f"min_prompts>={MIN_MEANINGFUL_PROMPTS} and "
         f"round_size>={MIN_MEANINGFUL_ROUND} (defaults 64 and 32)"
     )
