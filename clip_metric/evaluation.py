@@ -9,9 +9,11 @@ its :class:`~clip_metric.signature.ScoreSignature`, and every rank gets the same
 Beyond the summary statistics, each evaluation after the first is *paired* with the one
 before it: ``clip/delta`` is the mean change over the prompts both scored (same prompt, same
 seed), with the half-width ``clip/delta_ci`` of its 95% interval (:mod:`clip_metric.intervals`).
-With ``target_ci``, the library is rendered in rounds, in the balanced order of
-:func:`~clip_metric.prompts.balanced_order`, and the evaluation stops as soon as the interval
-it targets is narrow enough: every rank takes the same decision from the same synced moments.
+With ``target_ci``, the library is rendered in rounds, in the proportional order of
+:func:`~clip_metric.prompts.proportional_order`, and the evaluation stops as soon as the interval
+it targets is narrow enough (:class:`~clip_metric.adaptive.StoppingRule`), rendering on to the
+pairs the next evaluation is predicted to need: every rank takes the same decision from the same
+synced moments.
 
 Every rank must call :meth:`PromptEvaluator.evaluate` together: it runs collectives. A rank
 whose generator fails makes every rank raise (none is left waiting).
@@ -52,14 +54,15 @@ from clip_metric.distributed import (
 )
 from clip_metric.encoder import ClipEncoder
 from clip_metric.functional import check_scale, scale_scores
+from clip_metric.adaptive import Decision, StoppingRule, delta_half_width, settings_warning
 from clip_metric.images import check_value_range
-from clip_metric.intervals import MIN_PAIRS, half_width
+from clip_metric.intervals import MIN_PAIRS
 from clip_metric.prompts import (
     BUILTIN_LIBRARIES,
     BUILTIN_LIBRARY,
     Prompt,
     PromptSource,
-    balanced_order,
+    proportional_order,
     load_prompt_library,
     select_prompts,
 )
@@ -113,12 +116,16 @@ class EvaluationResult:
             pairs (too few for an interval to be trusted), as ``mean_ci`` is below two prompts.
         records: every prompt scored, on every rank, in library order.
         rounds: rounds rendered (1 without ``target_ci``).
-        stopped_early: whether ``target_ci`` was reached before the library was used up.
+        stopped_early: whether the evaluation stopped checking before the library was used up
+            (``target_ci`` reached, or the pairs with the previous evaluation used up); it may
+            then have rendered on, to leave the next evaluation its pairs
+            (:class:`~clip_metric.adaptive.StoppingRule`).
         signature: the score signature (rank 0 only; None elsewhere).
         path: the score file written (rank 0 only, when a ``scores_dir`` is set).
         best_worst: thumbnails of the best and worst samples, with ``num_logged_images``.
         paired_with_step: the step of the evaluation ``delta`` pairs with (None when unpaired).
         paired_with_file: that evaluation's score file, when known (rank 0, or every rank after a resume).
+        target_reached: with ``target_ci``, whether the targeted interval reached it (None without).
     """
 
     step: int
@@ -132,6 +139,7 @@ class EvaluationResult:
     summary: dict[str, float] = field(default_factory=dict)
     paired_with_step: int | None = None
     paired_with_file: str | None = None
+    target_reached: bool | None = None
 
 
 class PromptEvaluator:
@@ -141,7 +149,7 @@ class PromptEvaluator:
         model_name_or_path: CLIP model: hub id, local directory or a :class:`~clip_metric.ClipEncoder`
             (loaded once, on first use or with :meth:`load_encoder`).
         prompts: the library (see :func:`~clip_metric.prompts.load_prompt_library`).
-        max_prompts: score a deterministic, balanced subset of at most this many prompts.
+        max_prompts: score a deterministic, proportional subset of at most this many prompts.
         batch_size: prompts per ``generate`` call on each rank.
         value_range: ``(low, high)`` of float images from ``generate``.
         scale: ``"cosine"``, ``"torchmetrics"`` or ``"clipscore"``.
@@ -151,12 +159,15 @@ class PromptEvaluator:
         target_ci: stop as soon as the 95% interval of the target has a half-width of at most this
             (in units of ``scale``); None renders the whole library every time.
         target: ``"delta"`` (default): the change since the previous evaluation; the first
-            evaluation, which has none, targets the mean. Where the previous evaluation's prompts
-            are all re-scored before the delta is narrow enough, the evaluation goes on until the
-            mean is (so the next evaluation has pairs). ``"mean"``: ``clip/mean_ci``.
-        min_prompts: prompts scored before the first check (default 64).
+            evaluation, which has none, targets the mean. An evaluation that stops (or whose pairs
+            run out) renders on to the count the next one is predicted to need, so the next one
+            has its pairs (:class:`~clip_metric.adaptive.StoppingRule`). ``clip/delta_ci`` is
+            corrected for skewness (:func:`~clip_metric.adaptive.delta_half_width`). ``"mean"``:
+            ``clip/mean_ci``.
+        min_prompts: prompts scored before the first check (default 64; below 32 warns: too few
+            for the interval to be estimated).
         round_size: prompts added per round, over all ranks (default 32). It does not depend on
-            the world size, so 1 and N processes stop at the same point.
+            the world size, so 1 and N processes stop at the same point. Below 8 warns.
         num_logged_images: keep thumbnails of this many best and worst samples.
         scores_dir: where rank 0 writes ``step-XXXXXXXX.jsonl`` score files (None: none).
         library_name: the library's name in the signature (default: from ``prompts``).
@@ -221,6 +232,9 @@ class PromptEvaluator:
         if self.min_prompts < 2:
             raise ValueError(f"Expected `min_prompts` of at least 2 (an interval needs a spread) but got {min_prompts}")
         self.round_size = check_positive_int("round_size", round_size)
+        too_small = settings_warning(self.min_prompts, self.round_size) if self.target_ci is not None else None
+        if too_small is not None and rank_and_world_size()[0] == 0:
+            warnings.warn(too_small, UserWarning, stacklevel=2)
         self.num_logged_images = check_non_negative_int("num_logged_images", num_logged_images)
         if join_timeout is None:
             raise ValueError("Expected `join_timeout` to be a positive number of seconds but got None")
@@ -246,11 +260,11 @@ class PromptEvaluator:
         self._instance = next(_INSTANCES)
         self._meetings = 0
         self._encoder: ClipEncoder | None = model_name_or_path if isinstance(model_name_or_path, ClipEncoder) else None
-        # Evaluation order: library order, or with target_ci the balanced order whose prefixes are
-        # balanced subsets. Position p goes to rank p % world_size, whatever the stopping point.
+        # Evaluation order: library order, or with target_ci the proportional order whose prefixes
+        # hold every category in proportion. Position p goes to rank p % world_size, whatever the stopping point.
         index_of = {id(prompt): i for i, prompt in enumerate(self.library)}
         self._order = (
-            [index_of[id(p)] for p in balanced_order(self.library)] if self.target_ci is not None
+            [index_of[id(p)] for p in proportional_order(self.library)] if self.target_ci is not None
             else list(range(len(self.library)))
         )
         self._position = {index: position for position, index in enumerate(self._order)}
@@ -314,6 +328,15 @@ class PromptEvaluator:
     def scores_dir(self, value: str | os.PathLike | None) -> None:
         check_optional_path("scores_dir", value)
         self._scores_dir = None if value is None else _checked_scores_dir(Path(value).expanduser())
+
+    @property
+    def stopping_rule(self) -> StoppingRule | None:
+        """The rule adaptive evaluations stop by (None without ``target_ci``), from the present settings."""
+        if self.target_ci is None:
+            return None
+        return StoppingRule(
+            self.target_ci, target=self.target, min_prompts=self.min_prompts, round_size=self.round_size
+        )
 
     @property
     def encoder(self) -> ClipEncoder | None:
@@ -384,9 +407,10 @@ class PromptEvaluator:
     def rounds(self, limit: int | None = None) -> list[int]:
         """Prompts scored after each round (over all ranks): ``[n]`` without ``target_ci``."""
         n = len(self.library) if limit is None else min(limit, len(self.library))
-        if self.target_ci is None or limit is not None or n <= self.min_prompts:
+        rule = self.stopping_rule
+        if rule is None or limit is not None:
             return [n] if n else []
-        return [*range(self.min_prompts, n, self.round_size), n]
+        return rule.bounds(n)
 
     def shard_size(self, rank: int, world_size: int, limit: int | None = None) -> int:
         """How many prompts ``rank`` renders at most (the whole library, or ``limit``)."""
@@ -480,31 +504,38 @@ class PromptEvaluator:
         metric = ScoreStatistics(scale=self.scale, prefix=self.prefix, keep_scores=True, sync_on_compute=not local)
         metric.to(device)
         candidates = Candidates(self.num_logged_images) if self.num_logged_images else None
-        pair_moments = torch.zeros(3, dtype=torch.float64)
+        pair_moments = torch.zeros(4, dtype=torch.float64)
         bounds = self.rounds(limit)
-        target = "mean" if previous is None else self.target
-        done, rounds, stopped_early = 0, 0, False
+        done, rounds, stopped_early, target_reached = 0, 0, False, None
+
+        def render(bound: int) -> None:
+            positions = range(done + (rank - done) % world_size, bound, world_size)
+            shard = [self._order[p] for p in positions]
+            jointly(
+                "rendering and scoring",
+                lambda: self._score(generate, encoder, shard, metric, candidates, previous, pair_moments, advance),
+                owner=self.owner,
+            )
+
         with _generation_mode(modules):
             for bound in bounds:
-                positions = range(done + (rank - done) % world_size, bound, world_size)
-                shard = [self._order[p] for p in positions]
-                jointly(
-                    "rendering and scoring",
-                    lambda: self._score(generate, encoder, shard, metric, candidates, previous, pair_moments, advance),
-                    owner=self.owner,
-                )
+                render(bound)
                 done, rounds = bound, rounds + 1
-                if self.target_ci is None or bound == bounds[-1]:
+                if self.stopping_rule is None or limit is not None:
                     continue
-                if self._reached(metric, pair_moments, target):
-                    stopped_early = True
+                decision = self._decide(metric, pair_moments, previous is not None, done)
+                if decision.stop or bound == bounds[-1]:
+                    stopped_early, target_reached = decision.stop and done < len(self.library), decision.reached
+                    if decision.render_to > done:  # past the stop: the pairs the next evaluation needs
+                        render(decision.render_to)
+                        done, rounds = decision.render_to, rounds + 1
                     break
 
         values = metric.compute()
         ids, scores = metric.per_sample()
         values.update(self._tag_means(ids, scores))
         if previous is not None:
-            total, total_sq, count = all_reduce_sum(pair_moments).tolist()
+            total, total_sq, total_cube, count = all_reduce_sum(pair_moments).tolist()
             if count == 0:
                 log.warning(
                     "%s: no prompt of this evaluation was scored by the previous one; no %sdelta", self.prefix, self.prefix
@@ -512,8 +543,9 @@ class PromptEvaluator:
                 paired_step, paired_file = None, None
             else:
                 # Below MIN_PAIRS the interval is NaN, as compare refuses one: the key stays, so
-                # loggers and monitors see the same keys at every evaluation.
-                ci = half_width(total, total_sq, int(count)) if count >= MIN_PAIRS else math.nan
+                # loggers and monitors see the same keys at every evaluation. Skew-corrected: a
+                # change carried by a few prompts is skewed (clip_metric.adaptive).
+                ci = delta_half_width(total, total_sq, total_cube, count) if count >= MIN_PAIRS else math.nan
                 values[self.prefix + "delta"] = torch.tensor(total / count, dtype=torch.float64, device=device)
                 values[self.prefix + "delta_ci"] = torch.tensor(ci, dtype=torch.float64, device=device)
                 values[self.prefix + "delta_count"] = torch.tensor(count, dtype=torch.float64, device=device)
@@ -528,7 +560,8 @@ class PromptEvaluator:
             for i, score in sorted(scores_by_index.items())
         ]
         result = EvaluationResult(step, values, records, rounds, stopped_early, best_worst=best_worst,
-                                  paired_with_step=paired_step, paired_with_file=paired_file)
+                                  paired_with_step=paired_step, paired_with_file=paired_file,
+                                  target_reached=target_reached)
         result.summary = {k[len(self.prefix):]: float(v) for k, v in values.items()}
         rendering = getattr(generate, "rendering", None)
         if isinstance(rendering, Mapping):  # the generator's settings (steps, guidance, size, ...)
@@ -566,7 +599,7 @@ class PromptEvaluator:
         with _generation_mode(modules):
             jointly(
                 what,
-                lambda: self._score(generate, encoder, indices, metric, None, None, torch.zeros(3, dtype=torch.float64)),
+                lambda: self._score(generate, encoder, indices, metric, None, None, torch.zeros(4, dtype=torch.float64)),
                 owner=self.owner,
             )
 
@@ -578,10 +611,7 @@ class PromptEvaluator:
             texts, subset = texts[: min(limit, len(texts))], f"first{min(limit, len(texts))}"
         elif self.target_ci is not None and len(self.library) > self.min_prompts:
             # The rule, not the stopping point: evaluations that stop at different points share it.
-            subset += (
-                f",balanced-prefix:{self.target}-ci<={self.target_ci:g}"
-                f"(min{self.min_prompts},round{self.round_size})"
-            )
+            subset += f",proportional-prefix:{self.stopping_rule.describe()}"  # type: ignore[union-attr]
         return signature_of(
             self.load_encoder(), scale=self.scale, library=self.library_name, texts=texts, subset=subset
         )
@@ -612,24 +642,26 @@ class PromptEvaluator:
                 diffs = [value - previous[index] for index, value in zip(ids, values) if index in previous]
                 if diffs:  # one small tensor per batch, not per sample
                     d = torch.tensor(diffs, dtype=torch.float64)
-                    pair_moments += torch.stack([d.sum(), (d * d).sum(), torch.tensor(float(d.numel()), dtype=torch.float64)])
+                    pair_moments += torch.stack(
+                        [d.sum(), (d * d).sum(), (d * d * d).sum(), torch.tensor(float(d.numel()), dtype=torch.float64)]
+                    )
             if candidates is not None:
                 candidates.add(images, self.value_range, ids, cosines)
             if advance is not None:
                 advance(len(ids))
 
-    def _reached(self, metric: ScoreStatistics, pair_moments: Tensor, target: str) -> bool:
-        """Whether the synced interval of ``target`` is at most ``target_ci`` (the same answer on every rank)."""
+    def _decide(self, metric: ScoreStatistics, pair_moments: Tensor, paired: bool, scored: int) -> Decision:
+        """The stopping rule's decision from the synced moments (the same answer on every rank)."""
         local = torch.cat([
             torch.stack([metric.total.cpu(), metric.total_sq.cpu(), metric.count.cpu().double()]), pair_moments
         ])
-        total, total_sq, count, p_total, p_total_sq, p_count = all_reduce_sum(local).tolist()
-        if target == "delta":
-            if p_count >= MIN_PAIRS and half_width(p_total, p_total_sq, int(p_count)) <= self.target_ci:
-                return True
-            if p_count < self._previous_count:
-                return False  # more pairs to come
-        return half_width(total, total_sq, int(count)) <= self.target_ci
+        synced = all_reduce_sum(local).tolist()
+        rule = self.stopping_rule
+        if rule is None:
+            raise RuntimeError("an adaptive decision was asked of an evaluator without target_ci")
+        return rule.decide(
+            scored, len(self.library), synced[:3], synced[3:] if paired else None, self._previous_count if paired else 0
+        )
 
     def _check_same_previous(self, rank: int) -> None:
         """Raise on every rank if the ranks would pair with different evaluations (a collective)."""
@@ -760,10 +792,11 @@ class PromptEvaluator:
                 "step": result.paired_with_step, "file": result.paired_with_file,
             },
         }
-        if self.target_ci is not None and len(self.library) > self.min_prompts:
+        rule = self.stopping_rule
+        if rule is not None and len(self.library) > self.min_prompts:
             full_header["adaptive"] = {
-                "target": self.target, "target_ci": self.target_ci, "min_prompts": self.min_prompts,
-                "round_size": self.round_size, "rounds": result.rounds, "stopped_early": result.stopped_early,
+                **rule.as_dict(), "rounds": result.rounds, "stopped_early": result.stopped_early,
+                "target_reached": result.target_reached,
             }
         try:
             for attempt in range(1000):

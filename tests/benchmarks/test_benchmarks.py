@@ -267,19 +267,26 @@ def test_loaders_benchmark_times_every_format_at_two_sizes(runs: dict[str, Run])
 
 
 # --------------------------------------------------------------------------------------- adaptive
-def test_adaptive_benchmark_reports_images_per_decision(runs: dict[str, Run]) -> None:
+def test_adaptive_benchmark_reports_images_per_evaluation_over_whole_runs(runs: dict[str, Run]) -> None:
     report = runs["bench_adaptive"].check()
-    demo, simulated = report["results"]["demo"], report["results"]["simulated"]
+    demo, simulated, skewed = (report["results"][k] for k in ("demo", "simulated", "skewed"))
     assert demo["pairs"] and all(-1 <= p["correlation"] <= 1 and _finite(p["std_delta"]) for p in demo["pairs"])
+    assert demo["measured_rho"] == [p["correlation"] for p in demo["pairs"]]
     for row in demo["widths"].values():
-        assert 1 <= row["adaptive"] <= demo["library"] and row["unpaired"] >= 2 and row["paired"] >= 2
-        assert _finite(row["seconds_adaptive"]) and _finite(row["seconds_full_library"])
-        # A ratio only where the adaptive stop reached the width (else NaN: the library ran out).
-        assert _finite(row["images_ratio_adaptive_over_unpaired"]) == row["adaptive_reached"]
+        # Every checkpoint evaluated adaptively, the first included.
+        assert [e["checkpoint"] for e in row["evaluations"]] == list(range(demo["checkpoints"]))
+        assert all(1 <= e["images"] <= demo["library"] for e in row["evaluations"])
+        assert row["evaluations"][0]["paired_formula"] is None
+        assert all(e["paired_formula"] >= 2 and e["unpaired_formula"] >= 2 for e in row["evaluations"][1:])
+        assert 0 < row["ratio_over_full_library"] <= 1 and _finite(row["ratio_over_unpaired"])
+        assert 0 <= row["reached"] <= row["paired_evaluations"] == demo["checkpoints"] - 1
     for cells in simulated["correlations"].values():
         for cell in cells.values():
-            assert 0 <= cell["coverage"] <= 1 and cell["paired"] <= cell["unpaired"]
-    assert len(report["targets"]) == 2 * len(demo["widths"])
+            assert 0 <= cell["coverage"] <= 1 and 0 <= cell["miss_rate"] <= 1
+            assert cell["paired_formula"] <= cell["unpaired_formula"] and _finite(cell["ratio_over_paired"])
+    for cells in skewed["stopped"].values():
+        assert set(cells) == {"plain t", "skew-corrected"} and all(0 <= c["coverage"] <= 1 for c in cells.values())
+    assert "Images per evaluation over whole adaptive runs" in report["markdown"]
 
 
 # --------------------------------------------------------------------------------------- score folder

@@ -9,8 +9,9 @@ import pytest
 import torch
 from scipy import stats
 
+from clip_metric.adaptive import prompts_to_keep
 from clip_metric.evaluation import PromptEvaluator
-from clip_metric.prompts import balanced_order, load_prompt_library
+from clip_metric.prompts import proportional_order, load_prompt_library
 from clip_metric.records import read_scores
 from _helpers.checkpoints import PROMPTS, checkpoint
 
@@ -32,6 +33,20 @@ def _t_half(values):
     return stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
 
 
+def _skew_half(values):
+    # The t half-width widened by the skewness correction of the studentized mean (clip_metric.adaptive).
+    values = np.asarray(values, dtype=np.float64)
+    n, s = values.size, values.std(ddof=1)
+    t = stats.t.ppf(0.975, n - 1)
+    skew = np.mean((values - values.mean()) ** 3) / s**3 if s > 0 else 0.0
+    return t * s / math.sqrt(n) + abs(skew) * s * (2 * t * t + 1) / (6 * n)
+
+
+def _pair_moments(values):
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.sum()), float((values**2).sum()), float((values**3).sum()), values.size
+
+
 @pytest.fixture(scope="module")
 def full_scores(tiny_clip_dir):
     """Every prompt's score at checkpoints 0, 1 and 2 (and of unrelated images), from full evaluations, by prompt id."""
@@ -41,7 +56,7 @@ def full_scores(tiny_clip_dir):
 
 
 def _order_ids():
-    return [p.id for p in balanced_order(load_prompt_library(PROMPTS))]
+    return [p.id for p in proportional_order(load_prompt_library(PROMPTS))]
 
 
 def test_mean_ci_is_the_t_interval_of_the_scores(tiny_clip_dir, full_scores):
@@ -59,7 +74,7 @@ def test_the_second_evaluation_is_paired_with_the_first(tiny_clip_dir, full_scor
     second = evaluator.evaluate(checkpoint(1), step=2)
     diffs = [full_scores[1][i] - full_scores[0][i] for i in full_scores[0]]
     assert float(second.values["clip/delta"]) == pytest.approx(np.mean(diffs), abs=1e-12)
-    assert float(second.values["clip/delta_ci"]) == pytest.approx(_t_half(diffs), rel=1e-9)
+    assert float(second.values["clip/delta_ci"]) == pytest.approx(_skew_half(diffs), rel=1e-9)
     assert int(second.values["clip/delta_count"]) == len(PROMPTS)
     # Pairing removes the spread between prompts: narrower than comparing the two means.
     unpaired = math.hypot(float(second.values["clip/mean_ci"]), _t_half(list(full_scores[0].values())))
@@ -86,31 +101,33 @@ def test_a_delta_target_stops_on_the_paired_interval(tiny_clip_dir, full_scores)
     first = evaluator.evaluate(checkpoint(1))
     assert int(first.values["clip/count"]) == 200 and not first.stopped_early
     diffs = [full_scores[2][i] - full_scores[1][i] for i in order]
-    halves = {n: _t_half(diffs[:n]) for n in BOUNDS}
+    halves = {n: _skew_half(diffs[:n]) for n in BOUNDS}
     target = min(halves[n] for n in BOUNDS[1:])
     assert target < halves[64]
     expected = next(n for n in BOUNDS if halves[n] <= target)
     evaluator.target_ci = target
     second = evaluator.evaluate(checkpoint(2))
     assert 64 < expected
-    assert int(second.values["clip/count"]) == expected == int(second.values["clip/delta_count"])
-    assert float(second.values["clip/delta"]) == pytest.approx(np.mean(diffs[:expected]), abs=BATCHING)
-    assert float(second.values["clip/delta_ci"]) <= target + BATCHING
+    # Past the stop, on to the pairs the next evaluation is predicted to need.
+    rendered = min(200, max(expected, prompts_to_keep(*_pair_moments(diffs[:expected]), target)))
+    assert int(second.values["clip/count"]) == rendered == int(second.values["clip/delta_count"])
+    assert float(second.values["clip/delta"]) == pytest.approx(np.mean(diffs[:rendered]), abs=BATCHING)
+    assert float(second.values["clip/delta_ci"]) <= target + BATCHING and second.target_reached
 
 
-def test_a_delta_target_goes_on_to_the_mean_when_the_pairs_run_out(tiny_clip_dir, full_scores):
+def test_a_delta_target_whose_pairs_run_out_renders_what_the_next_evaluation_needs(tiny_clip_dir, full_scores):
     order = _order_ids()
     evaluator = _evaluator(tiny_clip_dir, target_ci=10.0)  # the first stops after one round: 64 prompts
     assert int(evaluator.evaluate(checkpoint(1)).values["clip/count"]) == 64
-    # Unrelated images, and a target the 64 pairs miss: the evaluation goes on to the mean's target.
+    # Unrelated images, and a target the 64 pairs miss: the evaluation renders on to the count
+    # the next one is predicted to need, not to the (far larger) count of the mean's target.
     scores = full_scores["unrelated"]
-    target = 0.9 * _t_half([scores[i] - full_scores[1][i] for i in order[:64]])
+    diffs = [scores[i] - full_scores[1][i] for i in order[:64]]
+    target = 0.9 * _skew_half(diffs)
     evaluator.target_ci = target
     second = evaluator.evaluate(checkpoint(1, seed_offset=1))
-    assert int(second.values["clip/delta_count"]) == 64
-    expected = next(
-        n for n in [*range(64, 200, 32), 200] if n > 64 and _t_half([scores[i] for i in order[:n]]) <= target or n == 200
-    )
+    assert int(second.values["clip/delta_count"]) == 64 and second.target_reached is False
+    expected = min(200, prompts_to_keep(*_pair_moments(diffs), target))
     assert int(second.values["clip/count"]) == expected > 64
     # The same images again: the paired interval is 0 after the first round, which stops there.
     third = evaluator.evaluate(checkpoint(1, seed_offset=1))
@@ -172,11 +189,12 @@ def test_scores_on_another_scale_are_not_paired(tiny_clip_dir, tmp_path, caplog)
 def test_the_adaptive_rule_is_in_the_signature_and_the_header(tiny_clip_dir, tmp_path):
     evaluator = _evaluator(tiny_clip_dir, target_ci=10.0, scores_dir=tmp_path)
     result = evaluator.evaluate(checkpoint(0), step=1)
-    assert "balanced-prefix:delta-ci<=10(min64,round32)" in result.signature.prompts
+    assert "proportional-prefix:delta-ci<=10(min64,round32,keep+2se,skew)" in result.signature.prompts
     assert ",n200," in result.signature.prompts  # the library the prefix is taken from
     header = read_scores(result.path).header
     assert header["adaptive"] == {"target": "delta", "target_ci": 10.0, "min_prompts": 64, "round_size": 32,
-                                  "rounds": 1, "stopped_early": True}
+                                  "interval": "t+skewness", "keep_pairs": "need*(1+2*sqrt(3/need))",
+                                  "rounds": 1, "stopped_early": True, "target_reached": True}
 
 
 def test_rng_and_module_modes_are_restored(tiny_clip_dir):
