@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width, t_quantile
+from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, delta_half_width, half_width, t_quantile
 
 __all__ = [
     "KEEP_PAIRS_Z", "MIN_MEANINGFUL_PROMPTS", "MIN_MEANINGFUL_ROUND", "Decision", "StoppingRule",
@@ -70,38 +70,6 @@ def keep_margin(need: int, z: float = KEEP_PAIRS_Z) -> float:
         1.29
     """
     return 1.0 + z * math.sqrt(3.0 / max(need, 2))
-
-
-def delta_half_width(
-    total: float, total_sq: float, total_cube: float, count: float, level: float = DEFAULT_LEVEL
-) -> float:
-    """Half-width of the ``level`` interval of a mean change, corrected for skewness.
-
-    ``t s / sqrt(n) + |g| s (2 t^2 + 1) / (6 n)``: the t half-width, widened on both sides by the
-    shift the one-term Edgeworth expansion of the studentized mean gives a skewed sample (``g``:
-    the sample skewness, from the third moment). Symmetric around the mean, so it contains the
-    skew-corrected interval. For symmetric differences the extra term is noise of order
-    ``s / n``: about 1% of the half-width at 150 pairs. NaN below two samples.
-
-    Args:
-        total, total_sq, total_cube: sums of the differences, their squares and their cubes.
-        count: how many differences.
-        level: confidence level.
-
-    Example:
-        >>> round(delta_half_width(0.3, 0.09, 0.027, 10), 4)  # one of ten prompts moved by 0.3
-        0.1083
-    """
-    if count < 2:
-        return math.nan
-    base = half_width(total, total_sq, int(count), level)
-    n, mean, variance = _moments(total, total_sq, count)
-    if variance <= 0.0:
-        return base
-    central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
-    skew = central3 / variance**1.5
-    t = t_quantile(0.5 + level / 2, n - 1)
-    return base + abs(skew) * math.sqrt(variance) * (2.0 * t * t + 1.0) / (6.0 * n)
 
 
 def prompts_to_keep(

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from clip_metric.functional import cluster_means, prompt_cluster_labels
-from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, half_width, holm, p_value
+from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, delta_half_width, delta_p_value, half_width, holm
 from clip_metric.records import FORMAT, is_score_file, read_scores
 from clip_metric.utilities.constants import SCORES_DIRNAME
 
@@ -404,9 +404,13 @@ def paired_difference(a: Evaluation, b: Evaluation, *, level: float = DEFAULT_LE
         )
     scores_a, scores_b = _cluster_means(a.scores[ia], labels), _cluster_means(b.scores[ib], labels)
     diffs = scores_b - scores_a
-    low, high = mean_interval(diffs, level)  # type: ignore[misc]  # MIN_PAIRS >= 2
-    # The two-sided p-value of the same t statistic: below 1 - level exactly when the interval excludes 0.
-    p = p_value(float(diffs.sum()), float((diffs * diffs).sum()), diffs.size)
+    # The evaluator's clip/delta_ci: the t interval widened for skewness (a change carried by a few
+    # prompts), and the p-value of the same interval (below 1 - level exactly when it excludes 0).
+    centered = diffs - diffs.mean()  # moments about the mean: no cancellation
+    moments = (float(centered.sum()), float((centered**2).sum()), float((centered**3).sum()), diffs.size)
+    half = delta_half_width(*moments, level)
+    low, high = float(diffs.mean()) - half, float(diffs.mean()) + half
+    p = delta_p_value(float(diffs.sum()), float((diffs**2).sum()), float((diffs**3).sum()), diffs.size)
     return PairedDifference(
         float(diffs.mean()), low, high, int(diffs.size), level,
         float(scores_a.mean()), float(scores_b.mean()), p, len(shared),

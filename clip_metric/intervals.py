@@ -22,7 +22,7 @@ from statistics import NormalDist
 from torch import Tensor
 
 __all__ = [
-    "DEFAULT_LEVEL", "MIN_PAIRS", "half_width", "holm", "moments", "p_value", "prompts_needed", "t_cdf", "t_quantile",
+    "DEFAULT_LEVEL", "MIN_PAIRS", "delta_half_width", "delta_p_value", "half_width", "holm", "moments", "p_value", "prompts_needed", "t_cdf", "t_quantile",
 ]
 
 DEFAULT_LEVEL = 0.95
@@ -269,3 +269,72 @@ def holm(p_values: Iterable[float], level: float = DEFAULT_LEVEL) -> list[tuple[
         running = max(running, min(1.0, (family - rank) * p))  # adjusted p-values never decrease
         adjusted[index] = running
     return [(p, (not math.isnan(p)) and p < alpha) for p in adjusted]
+
+
+def delta_half_width(
+    total: float, total_sq: float, total_cube: float, count: float, level: float = DEFAULT_LEVEL
+) -> float:
+    """Half-width of the ``level`` interval of a mean change, corrected for skewness.
+
+    ``t s / sqrt(n) + |g| s (2 t^2 + 1) / (6 n)``: the t half-width, widened on both sides by the
+    shift the one-term Edgeworth expansion of the studentized mean gives a skewed sample (``g``:
+    the sample skewness, from the third moment). Symmetric around the mean, so it contains the
+    skew-corrected interval. For symmetric differences the extra term is noise of order
+    ``s / n``: about 1% of the half-width at 150 pairs. NaN below two samples.
+
+    Args:
+        total, total_sq, total_cube: sums of the differences, their squares and their cubes.
+        count: how many differences.
+        level: confidence level.
+
+    Example:
+        >>> round(delta_half_width(0.3, 0.09, 0.027, 10), 4)  # one of ten prompts moved by 0.3
+        0.1083
+    """
+    if count < 2:
+        return math.nan
+    base = half_width(total, total_sq, int(count), level)
+    n = int(count)
+    mean = total / n
+    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
+    if variance <= 0.0:
+        return base
+    central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
+    skew = central3 / variance**1.5
+    t = t_quantile(0.5 + level / 2, n - 1)
+    return base + abs(skew) * math.sqrt(variance) * (2.0 * t * t + 1.0) / (6.0 * n)
+
+
+def delta_p_value(total: float, total_sq: float, total_cube: float, count: float) -> float:
+    """Two-sided p-value of "no change" that matches :func:`delta_half_width`.
+
+    The ``1 - level`` at which the skew-corrected interval's edge reaches zero, found by
+    bisection on the level (the half-width grows with the level): the interval of level ``L``
+    excludes zero exactly when this is below ``1 - L``. NaN below two samples; 1 for a zero mean,
+    0 for a non-zero mean without spread.
+
+    Example:
+        >>> p = delta_p_value(0.3, 0.0095, 0.00027, 10)  # ten prompts moved by 0.03 each, give or take
+        >>> 0 <= p < 0.05
+        True
+    """
+    n = int(count)
+    if n < 2:
+        return math.nan
+    mean = total / n
+    if mean == 0.0:
+        return 1.0
+    if max(total_sq - total * total / n, 0.0) == 0.0:
+        return 0.0
+    low, high = 1e-12, 1.0 - 1e-12  # levels
+    if delta_half_width(total, total_sq, total_cube, n, low) >= abs(mean):
+        return 1.0
+    if delta_half_width(total, total_sq, total_cube, n, high) < abs(mean):
+        return 0.0
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if delta_half_width(total, total_sq, total_cube, n, middle) < abs(mean):
+            low = middle
+        else:
+            high = middle
+    return 1.0 - 0.5 * (low + high)

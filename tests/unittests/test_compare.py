@@ -114,14 +114,20 @@ def test_a_wider_level_gives_a_wider_interval():
     assert wide.level == 0.99
 
 
-def test_the_interval_is_scipys_t_interval_of_the_differences():
+def test_the_interval_is_the_evaluators_skew_corrected_interval_around_scipys_t_interval():
     a, b = _noisy(10, 400), _noisy(11, 400)
     keys = tuple((f"id{i}", f"p{i}", i) for i in range(400))
     result = paired_difference(_evaluation(a, keys), _evaluation(b, keys), level=0.9)
     diffs = b - a
     low, high = stats.t.interval(0.9, diffs.size - 1, loc=diffs.mean(), scale=stats.sem(diffs))
-    assert (result.low, result.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
-    assert result.half_width == pytest.approx((high - low) / 2, abs=1e-12)
+    centered = diffs - diffs.mean()
+    s = diffs.std(ddof=1)
+    g = (centered**3).mean() / s**3  # third central moment over the sample spread cubed
+    t = stats.t.ppf(0.95, diffs.size - 1)
+    expected = (high - low) / 2 + abs(g) * s * (2 * t * t + 1) / (6 * diffs.size)
+    assert result.half_width == pytest.approx(expected, rel=1e-9)
+    assert result.low <= low and result.high >= high  # it contains the plain t interval
+    assert (centered**3).sum() != 0  # the correction is exercised
 
 
 @pytest.mark.parametrize(
