@@ -748,28 +748,24 @@ class PromptEvaluator:
         step (diffusers' scripts save, then validate). So the newest score file of the same run
         (its header's ``run_id``), from the state's file on and before ``step``, is the last
         evaluation that happened; a file of a run resumed from an earlier checkpoint, at this
-        step or later, is not. Without a run id (an older state), the state's file.
+        step or later, is not. It is looked for in this evaluator's ``scores_dir`` first (a run
+        folder copied or moved elsewhere and resumed there), then in the state's folder. Without a
+        run id (an older state), the state's file.
         """
         run, directory = state.get("id"), state.get("dir")
         named_step = state.get("previous_step")
         if named is not None:
             directory = str(Path(named).parent)
-        newest: tuple[tuple[int, int], str] | None = None
-        if isinstance(run, str) and isinstance(directory, str) and os.path.isdir(directory):
-            for entry in os.scandir(directory):
-                match = _SCORE_FILE.fullmatch(entry.name)
-                if match is None or not entry.is_file():  # never open a FIFO or a device
-                    continue
-                head = _header(entry.path)
-                file_step = head.get("step")
-                if head.get("run_id") != run or not isinstance(file_step, int) or isinstance(file_step, bool):
-                    continue
-                if file_step >= step or (isinstance(named_step, int) and file_step < named_step):
-                    continue
-                key = ((file_step, int(match.group(2) or 0)), str(Path(entry.path).resolve()))
-                if newest is None or key > newest:
-                    newest = key
-        path = newest[1] if newest is not None else named
+        # This evaluator's own folder first: a run's output folder copied or moved elsewhere and
+        # resumed there holds the run's files, and the state's absolute path names the old place.
+        folders = [str(self.scores_dir)] if self.scores_dir is not None else []
+        folders += [directory] if isinstance(directory, str) else []
+        newest = None
+        for folder in folders:
+            newest = self._newest_of_run(folder, run, named_step, step)
+            if newest is not None:
+                break
+        path = newest if newest is not None else named
         if path is None:
             return None, None  # nothing was evaluated before the checkpoint: a first evaluation
         theirs = _header(path).get("signature")
@@ -780,6 +776,27 @@ class PromptEvaluator:
             if differ:
                 return None, f"{path} was scored differently ({'; '.join(differ)})"
         return path, None
+
+    @staticmethod
+    def _newest_of_run(directory: str, run: Any, named_step: Any, step: int) -> str | None:
+        """The newest score file in ``directory`` of run ``run``, from ``named_step`` on and before ``step``."""
+        if not isinstance(run, str) or not os.path.isdir(directory):
+            return None
+        newest: tuple[tuple[int, int], str] | None = None
+        for entry in os.scandir(directory):
+            match = _SCORE_FILE.fullmatch(entry.name)
+            if match is None or not entry.is_file():  # never open a FIFO or a device
+                continue
+            head = _header(entry.path)
+            file_step = head.get("step")
+            if head.get("run_id") != run or not isinstance(file_step, int) or isinstance(file_step, bool):
+                continue
+            if file_step >= step or (isinstance(named_step, int) and file_step < named_step):
+                continue
+            key = ((file_step, int(match.group(2) or 0)), str(Path(entry.path).resolve()))
+            if newest is None or key > newest:
+                newest = key
+        return None if newest is None else newest[1]
 
     def _save(self, result: EvaluationResult, rank: int, header: Mapping[str, Any] | None) -> Path | None:
         if rank != 0 or self.scores_dir is None:

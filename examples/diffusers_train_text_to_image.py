@@ -22,6 +22,9 @@ images) and the CLIP model is the one the package embeds, so it runs offline on 
 
 The training noise of each step is drawn from a generator seeded with the step, so a resumed run
 takes the same steps as a run that never stopped.
+
+On the CPU use ``--mixed_precision bf16`` (or ``no``): ``fp16`` there is refused at the start, since
+accelerate opens no fp16 autocast on the CPU (see :func:`refuse_fp16_on_the_cpu`).
 """
 
 from __future__ import annotations
@@ -101,6 +104,22 @@ def build_tiny_pipeline(path: str) -> str:
     return path
 
 
+def refuse_fp16_on_the_cpu(accelerator: Accelerator) -> None:
+    """Stop before any model is loaded when fp16 mixed precision is asked for on the CPU.
+
+    accelerate keeps ``mixed_precision == "fp16"`` on the CPU but opens no autocast there (and no
+    grad scaler), so the vae and text encoder cast to fp16 as diffusers' script casts them feed
+    fp16 hidden states to the fp32 unet, which fails in its first linear layer ("mat1 and mat2
+    must have the same dtype, but got Half and Float"). bf16 is autocast on the CPU.
+    """
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise SystemExit(
+            "error: --mixed_precision fp16 is not supported on the CPU: accelerate opens no fp16 autocast there, "
+            "so the fp16 vae and text encoder would feed the fp32 unet; use --mixed_precision bf16 (or no) on the "
+            "CPU, fp16 on a GPU"
+        )
+
+
 def scene_data(n: int, tokenizer: CLIPTokenizer, seed: int) -> tuple[TensorDataset, list[str]]:
     """Drawn scenes of coloured shapes with their captions: pixel values in [-1, 1] and token ids."""
     rng = random.Random(seed)
@@ -119,6 +138,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         project_config=ProjectConfiguration(project_dir=args.output_dir),
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    refuse_fp16_on_the_cpu(accelerator)
     set_seed(args.seed)
     model_path = args.pretrained_model_name_or_path
     if model_path is None:

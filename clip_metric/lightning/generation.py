@@ -156,14 +156,18 @@ class DiffusersGenerator:
     def bind(self, pipeline: Any) -> Callable[[list, list], Any]:
         """``generate(prompts, seeds)`` rendering with ``pipeline`` itself: for a loop without Lightning.
 
+        The callable carries this generator's :attr:`rendering`, so that
+        :class:`~clip_metric.evaluation.PromptEvaluator` records the settings in score headers
+        and signatures as it does for the generator itself.
+
         Example:
             >>> generate = DiffusersGenerator(num_inference_steps=2).bind(lambda **kwargs: None)
-            >>> callable(generate)
-            True
+            >>> callable(generate), generate.rendering["num_inference_steps"]
+            (True, 2)
         """
         holder = _PipelineHolder()
         setattr(holder, self.pipeline, pipeline)
-        return functools.partial(self.__call__, holder)
+        return _BoundGenerator(self, holder)
 
     def _pipeline(self, pl_module: Any) -> Any:
         try:
@@ -257,6 +261,28 @@ def _json_safe(value: Any) -> Any:
 
 class _PipelineHolder:
     """Stands in for the module that would hold the pipeline (see :meth:`DiffusersGenerator.bind`)."""
+
+
+class _BoundGenerator:
+    """``generate(prompts, seeds)`` of a :class:`DiffusersGenerator` bound to one pipeline.
+
+    Not a ``functools.partial``: the evaluator reads ``rendering`` off the callable it is given.
+    """
+
+    def __init__(self, generator: DiffusersGenerator, holder: _PipelineHolder) -> None:
+        self.generator = generator
+        self._holder = holder
+
+    @property
+    def rendering(self) -> dict[str, Any]:
+        """The bound generator's :attr:`DiffusersGenerator.rendering` (read at each call, so never stale)."""
+        return self.generator.rendering
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> Any:
+        return self.generator(self._holder, prompts, seeds)
+
+    def __repr__(self) -> str:
+        return f"{self.generator!r}.bind({getattr(self._holder, self.generator.pipeline)!r})"
 
 
 @contextlib.contextmanager

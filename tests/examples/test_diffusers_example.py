@@ -155,3 +155,15 @@ def test_the_guides_validation_lines_render_a_bf16_fine_tune_as_written(tmp_path
                            str(tmp_path / "pipeline")], capture_output=True, text=True, env=env, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "clip/mean" in done.stdout
+
+
+def test_fp16_on_the_cpu_is_refused_at_the_start_naming_bf16(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, str(SCRIPT), "--cpu", "--mixed_precision", "fp16", "--output_dir", str(out),
+               "--max_train_steps", "2", "--checkpointing_steps", "2", "--validation_steps", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=TIMEOUT)
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    assert "fp16 is not supported on the CPU" in done.stderr and "--mixed_precision bf16" in done.stderr
+    assert not (out / "tiny-pipeline").exists()  # refused before any model is built or loaded
