@@ -81,11 +81,25 @@ def _not_regular(output: str) -> str | None:
         info = os.stat(output)
     except FileNotFoundError:
         return "a dangling symbolic link" if os.path.islink(output) else None
-    except OSError:
-        return None  # e.g. a file where a folder should be: the write probe names the cause
+    except OSError as err:
+        # A link that cannot be followed (a loop) would be replaced by the renamed file, as a
+        # dangling one would; a file where a folder should be is named by check_output.
+        if os.path.islink(output):
+            return f"a symbolic link that cannot be followed ({err.strerror or err})"
+        return None
     if stat.S_ISREG(info.st_mode):
         return None
     return next((kind for test, kind in _KINDS if test(info.st_mode)), "not a regular file")
+
+
+def _not_a_folder_above(path: Path) -> Path | None:
+    """The first existing path above ``path`` that is not a directory (a file, a FIFO, a device), if any."""
+    for parent in reversed(path.parents):  # from the top down: the first one that blocks is named
+        if not os.path.lexists(parent):
+            return None  # nothing below it exists yet: mkdir creates the rest
+        if not os.path.isdir(parent):
+            return parent
+    return None
 
 
 def _estimated_size(images: Sequence[Path], prompts: Sequence[str]) -> int:
@@ -117,6 +131,9 @@ def check_output(output: str, pairs: Any) -> Path:
     if path.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise CliError(f"--output {shown(output)}: expected a file name ending in {' or '.join(OUTPUT_EXTENSIONS)} but "
                        f"got {path.suffix or 'no extension'!r}")
+    blocking = _not_a_folder_above(path)
+    if blocking is not None:
+        raise CliError(f"--output {shown(output)} cannot be written: {str(blocking)!r} above it is not a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".clip-metric-", suffix=".probe") as probe:
