@@ -92,6 +92,13 @@ def _not_regular(output: str) -> str | None:
     return next((kind for test, kind in _KINDS if test(info.st_mode)), "not a regular file")
 
 
+def _usable_workers(requested: int, images: int, batch_size: int, devices: int) -> int:
+    """The decoding workers worth starting: no more than batches to decode, nor than the CPUs each
+    scoring process has (more only take turns, and torch's DataLoader warns of them)."""
+    batches = math.ceil(images / batch_size)
+    return min(requested, batches, max(1, usable_cpus() // devices))
+
+
 def _not_a_folder_above(path: Path) -> Path | None:
     """The first existing path above ``path`` that is not a directory (a file, a FIFO, a device), if any."""
     for parent in reversed(path.parents):  # from the top down: the first one that blocks is named
@@ -226,12 +233,16 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     bar = tqdm(total=len(indices), desc="scoring", unit="img", disable=fabric.global_rank != 0 or args.quiet,
                file=sys.stderr)
     # Worker processes decode the next batches while this one scores (as clean-fid does).
-    loader = DataLoader(_DecodedImages(images, indices), batch_size=args.batch_size, num_workers=args.workers,
+    workers = _usable_workers(args.workers, len(indices), args.batch_size, args.devices)
+    if workers < args.workers and not quiet:
+        stderr(f"note: --workers {args.workers}: {workers} decoding worker(s) used ({len(indices)} image(s) in "
+               f"batches of {args.batch_size}, {usable_cpus()} usable CPU(s) for {args.devices} scoring process(es))")
+    loader = DataLoader(_DecodedImages(images, indices), batch_size=args.batch_size, num_workers=workers,
                         collate_fn=_as_list)
     threads = torch.get_num_threads()
-    if args.workers and fabric.device.type == "cpu":
+    if workers and fabric.device.type == "cpu":
         # Scoring threads and decoding workers share the cores: more threads than cores slows both.
-        torch.set_num_threads(max(1, usable_cpus() // args.devices - args.workers))
+        torch.set_num_threads(max(1, usable_cpus() // args.devices - workers))
     try:
         _score_batches(loader, images, prompts, metric, unreadable, bar)
     finally:
