@@ -250,6 +250,9 @@ def _continued_runs(root: Path, folders: dict[Path, list[Evaluation]]) -> dict[P
     return continued
 
 
+_SCORE_SUFFIXES = (".jsonl", ".csv")
+
+
 def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
     """Every run saved under ``path``: one per folder of score files, evaluations in the order they were made.
 
@@ -279,6 +282,13 @@ def find_runs(path: str | os.PathLike) -> dict[str, list[Evaluation]]:
     if not os.path.lexists(path):
         raise FileNotFoundError(f"Run directory not found: {path}")
     if not path.is_dir():
+        if path.is_file() and path.suffix.lower() not in _SCORE_SUFFIXES and not is_score_file(path):
+            # A file of another kind (a run's summary.json, a captions .tsv): named as such, not
+            # parsed as a broken score file.
+            raise ValueError(
+                f"{path}: not a score file ({path.name}: score files are .jsonl or .csv with a {FORMAT!r} "
+                "header; to compare the run it belongs to, give its folder)"
+            )
         evaluation = read_scores_file(path)  # one file: refused with its reason if it is not a score file
         return {path.name: [evaluation]}
     folders: dict[Path, list[Evaluation]] = {}

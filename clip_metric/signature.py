@@ -95,7 +95,7 @@ class ScoreSignature:
         if malformed:
             raise ValueError(
                 "Expected a score signature of string fields and an images_per_prompt that is a positive integer "
-                "or a '<min>-<max>' range but got " + ", ".join(malformed)
+                "or a '<min>-<max>' range with min <= max but got " + ", ".join(malformed)
             )
         return cls(**{name: data[name] for name in _FIELDS if name in data})
 
@@ -115,7 +115,11 @@ _IMAGE_RANGE = re.compile(r"[1-9][0-9]*-[1-9][0-9]*")
 def _well_typed(name: str, value: Any) -> bool:
     if name == "images_per_prompt":
         if isinstance(value, str):
-            return _IMAGE_RANGE.fullmatch(value) is not None
+            # A range reads "<min>-<max>": an inverted one ("3-1") is malformed, not a range.
+            if _IMAGE_RANGE.fullmatch(value) is None:
+                return False
+            low, high = (int(part) for part in value.split("-"))
+            return low <= high
         return isinstance(value, int) and not isinstance(value, bool) and value >= 1
     return isinstance(value, str)
 # Fields later versions added: a signature read from an older score file has their default.

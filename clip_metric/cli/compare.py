@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from clip_metric.cli._common import CliError, Formatter, stderr
+from clip_metric.cli._names import printable, shown
 
 def _level(text: str) -> float:
     try:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.plot and Path(args.plot).is_dir():
-        raise CliError(f"--plot {args.plot} is a directory; name a .png file")
+        raise CliError(f"--plot {shown(args.plot)} is a directory; name a .png file")
     runs, logged, seen = {}, {}, set()
     for run_dir in args.runs:
         resolved = Path(run_dir).resolve()
@@ -153,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_finite(report)))
         return 0
     header = f"{'run':<24} {'eval':<5} {'step':>8} {'mean':>8} {'min':>8} {'max':>8} {'std':>8} {'count':>6}"
-    print(header)
-    print("-" * len(header))
+    _print(header)
+    _print("-" * len(header))
     for name, evaluations in runs.items():
         for label, evaluation in (("last", evaluations[-1]), ("best", best_evaluation(evaluations))):
             _print_row(name, label, evaluation.step, evaluation.summary())
@@ -163,25 +164,25 @@ def run(args: argparse.Namespace) -> int:
         for label, row in (("last", history[-1]), ("best", best)):
             _print_row(name, label, int(row["step"]), row)
     if logged:
-        print(f"(from TensorBoard scalars, no per-prompt scores: {', '.join(logged)})")
+        _print(f"(from TensorBoard scalars, no per-prompt scores: {', '.join(logged)})")
     selected = {name: len(e) for name, e in runs.items()} | {name: len(h) for name, h in logged.items()}
     if any(count > 1 for count in selected.values()):
         counts = sorted(set(selected.values()))
         over = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-        print(f"best: the evaluation with the highest mean among each run's {over} evaluations, selected after the fact: its "
+        _print(f"best: the evaluation with the highest mean among each run's {over} evaluations, selected after the fact: its "
               "mean is biased upward by the selection, and it is not compared (the comparisons use the last)")
     if pairs:
-        print()
-        print(f"paired difference of clip/mean at each run's last evaluation, over the rows (prompt id, text and seed) "
+        _print()
+        _print(f"paired difference of clip/mean at each run's last evaluation, over the rows (prompt id, text and seed) "
               f"both scored, several images of one prompt averaged, {args.level * 100:g}% t interval of the per-prompt "
               "differences (each comparison's own):")
         if family:
-            print(f"significance is decided after Holm's adjustment over the {family} comparison(s) below "
+            _print(f"significance is decided after Holm's adjustment over the {family} comparison(s) below "
                   f"(family-wise error rate {(1 - args.level) * 100:g}%); p is each comparison's own, adj. p Holm's")
     for entry in pairs:
         other, base = entry["run"], entry["base"]
         if "error" in entry:
-            print(f"  {other} - {base}: not comparable ({entry['error']})")
+            _print(f"  {other} - {base}: not comparable ({entry['error']})")
             continue
         if entry["significant"]:
             verdict = "significant"
@@ -190,13 +191,18 @@ def run(args: argparse.Namespace) -> int:
         else:
             verdict = "not significant (the interval includes 0)"
         images = f", {entry['images']} images" if entry["images"] != entry["shared"] else ""
-        print(f"  {other} (step {entry['step']}) - {base} (step {entry['base_step']}): {entry['difference']:+.4f} "
+        _print(f"  {other} (step {entry['step']}) - {base} (step {entry['base_step']}): {entry['difference']:+.4f} "
               f"+/- {entry['half_width']:.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}] over {entry['shared']} shared "
               f"prompts{images} (means {entry['mean']:.4f} vs {entry['base_mean']:.4f}), p {_p(entry['p_value'])}, "
               f"adj. p {_p(entry['p_adjusted'])}: {verdict}")
     if plot:
-        print(f"plot: {plot}")
+        _print(f"plot: {shown(plot)}")
     return 0
+
+
+def _print(line: str = "") -> None:
+    """A report line on stdout: run names and paths are the user's, their control characters escaped."""
+    print(printable(line))
 
 
 def _p(value: float) -> str:
@@ -245,5 +251,5 @@ def _unique(name: str, *taken: dict, fallback: str | None = None) -> str:
 
 def _print_row(name: str, label: str, step: int, s: dict) -> None:
     count = int(s.get("clip/count", 0))
-    print(f"{name[:24]:<24} {label:<5} {step:>8} {s['clip/mean']:>8.4f} {s.get('clip/min', math.nan):>8.4f} "
+    _print(f"{printable(name)[:24]:<24} {label:<5} {step:>8} {s['clip/mean']:>8.4f} {s.get('clip/min', math.nan):>8.4f} "
           f"{s.get('clip/max', math.nan):>8.4f} {s.get('clip/std', math.nan):>8.4f} {count:>6}")

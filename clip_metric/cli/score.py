@@ -81,11 +81,32 @@ def _not_regular(output: str) -> str | None:
         info = os.stat(output)
     except FileNotFoundError:
         return "a dangling symbolic link" if os.path.islink(output) else None
-    except OSError:
-        return None  # e.g. a file where a folder should be: the write probe names the cause
+    except OSError as err:
+        # A link that cannot be followed (a loop) would be replaced by the renamed file, as a
+        # dangling one would; a file where a folder should be is named by check_output.
+        if os.path.islink(output):
+            return f"a symbolic link that cannot be followed ({err.strerror or err})"
+        return None
     if stat.S_ISREG(info.st_mode):
         return None
     return next((kind for test, kind in _KINDS if test(info.st_mode)), "not a regular file")
+
+
+def _usable_workers(requested: int, images: int, batch_size: int, devices: int) -> int:
+    """The decoding workers worth starting: no more than batches to decode, nor than the CPUs each
+    scoring process has (more only take turns, and torch's DataLoader warns of them)."""
+    batches = math.ceil(images / batch_size)
+    return min(requested, batches, max(1, usable_cpus() // devices))
+
+
+def _not_a_folder_above(path: Path) -> Path | None:
+    """The first existing path above ``path`` that is not a directory (a file, a FIFO, a device), if any."""
+    for parent in reversed(path.parents):  # from the top down: the first one that blocks is named
+        if not os.path.lexists(parent):
+            return None  # nothing below it exists yet: mkdir creates the rest
+        if not os.path.isdir(parent):
+            return parent
+    return None
 
 
 def _estimated_size(images: Sequence[Path], prompts: Sequence[str]) -> int:
@@ -117,6 +138,9 @@ def check_output(output: str, pairs: Any) -> Path:
     if path.suffix.lower() not in OUTPUT_EXTENSIONS:
         raise CliError(f"--output {shown(output)}: expected a file name ending in {' or '.join(OUTPUT_EXTENSIONS)} but "
                        f"got {path.suffix or 'no extension'!r}")
+    blocking = _not_a_folder_above(path)
+    if blocking is not None:
+        raise CliError(f"--output {shown(output)} cannot be written: {str(blocking)!r} above it is not a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".clip-metric-", suffix=".probe") as probe:
@@ -209,12 +233,16 @@ def _score_worker(fabric: Any, args: argparse.Namespace) -> dict | None:
     bar = tqdm(total=len(indices), desc="scoring", unit="img", disable=fabric.global_rank != 0 or args.quiet,
                file=sys.stderr)
     # Worker processes decode the next batches while this one scores (as clean-fid does).
-    loader = DataLoader(_DecodedImages(images, indices), batch_size=args.batch_size, num_workers=args.workers,
+    workers = _usable_workers(args.workers, len(indices), args.batch_size, args.devices)
+    if workers < args.workers and not quiet:
+        stderr(f"note: --workers {args.workers}: {workers} decoding worker(s) used ({len(indices)} image(s) in "
+               f"batches of {args.batch_size}, {usable_cpus()} usable CPU(s) for {args.devices} scoring process(es))")
+    loader = DataLoader(_DecodedImages(images, indices), batch_size=args.batch_size, num_workers=workers,
                         collate_fn=_as_list)
     threads = torch.get_num_threads()
-    if args.workers and fabric.device.type == "cpu":
+    if workers and fabric.device.type == "cpu":
         # Scoring threads and decoding workers share the cores: more threads than cores slows both.
-        torch.set_num_threads(max(1, usable_cpus() // args.devices - args.workers))
+        torch.set_num_threads(max(1, usable_cpus() // args.devices - workers))
     try:
         _score_batches(loader, images, prompts, metric, unreadable, bar)
     finally:
