@@ -41,23 +41,34 @@ def _refused_before_scoring(capsys, *words):
     return captured.err
 
 
-@pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
-def test_output_to_a_device_is_refused_before_scoring_and_the_device_kept(device, captioned, tiny_clip_dir, capsys):
-    if not os.path.exists(device) or not stat.S_ISCHR(os.stat(device).st_mode):
-        pytest.skip(f"no {device} here")
-    assert _score(captioned, tiny_clip_dir, "--output", device) == 2
+def _device_node(path, minor: int):
+    """A character device node like /dev/null (minor 3) or /dev/full (minor 7), under the test's folder.
+
+    The real nodes are never the target: a regression would replace them for the whole machine.
+    """
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except (PermissionError, AttributeError, OSError) as err:
+        pytest.skip(f"cannot create a device node here ({err})")
+    return path
+
+
+@pytest.mark.parametrize("minor", [3, 7], ids=["null", "full"])
+def test_output_to_a_device_is_refused_before_scoring_and_the_device_kept(minor, captioned, tiny_clip_dir, tmp_path,
+                                                                          capsys):
+    device = _device_node(tmp_path / "device", minor)
+    assert _score(captioned, tiny_clip_dir, "--output", str(device)) == 2
     _refused_before_scoring(capsys, "character device", "not a regular file")
     assert stat.S_ISCHR(os.stat(device).st_mode)
 
 
 def test_output_through_a_link_to_a_device_is_refused(captioned, tiny_clip_dir, tmp_path, capsys):
-    if not os.path.exists("/dev/null"):
-        pytest.skip("no /dev/null here")
+    device = _device_node(tmp_path / "null", 3)
     link = tmp_path / "scores.jsonl"
-    link.symlink_to("/dev/null")
+    link.symlink_to(device)
     assert _score(captioned, tiny_clip_dir, "--output", str(link)) == 2
     _refused_before_scoring(capsys, "character device")
-    assert link.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert link.is_symlink() and stat.S_ISCHR(os.stat(device).st_mode)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
