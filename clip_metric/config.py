@@ -2,7 +2,8 @@
 
 Keys read: ``evaluation_type`` (``"clip"`` enables, ``"none"``/null disables: then no prompt
 library is read), ``pretrained_evaluation_model_name_or_path``, ``report_to`` (``"all"``,
-``"tensorboard"``, ``"wandb"``, ``"none"``; null means none; a tracker the package does not
+``"tensorboard"``, ``"wandb"``, ``"none"``; null, ``""`` and ``[]`` mean none; a list reads like a
+comma-separated string; a tracker the package does not
 drive, such as ``"comet_ml"`` or ``"mlflow"``, is ignored with a warning, and a comma-separated
 list keeps the trackers it drives), ``validation_prompt_library`` (true for the built-in
 library, or a path) and ``user_prompt_library`` (a path; combined with
@@ -12,7 +13,8 @@ command-line ``--`` prefix (``"--report_to"``). Other keys are ignored.
 
 Booleans may be strings, as configs converted from a command line hold them, read as
 SimpleTuner reads them: ``"true"``/``"yes"``/``"1"`` and ``"false"``/``"no"``/``"0"``, in any
-case (``validation_prompt_library: "false"``); any other string there is a path.
+case (``validation_prompt_library: "false"``), and the integers ``1`` and ``0`` as ``"1"`` and
+``"0"``; any other string there is a path.
 
 The same keys build the Lightning callback (:meth:`ClipScoreCallback.from_config
 <clip_metric.ClipScoreCallback.from_config>`) and the loop without Lightning
@@ -86,6 +88,8 @@ def config_bool(name: str, value: Any) -> bool | None:
     """
     if isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        value = str(value)  # JSON's 1 and 0 read as "1" and "0", as a command line writes them
     if isinstance(value, str):
         word = value.strip().lower()
         if word in _TRUE_WORDS:
@@ -99,9 +103,13 @@ def _report_to(value: Any) -> str:
     """The trackers the package drives, from ``report_to``; others are ignored with a warning."""
     if value is None:
         return "none"
-    if not isinstance(value, str):
-        raise ValueError(f"Expected `report_to` to be one of {REPORT_TO} (or null) but got {value!r}")
-    names = [name.strip() for name in value.split(",") if name.strip()] or [value]
+    # A list (as accelerate's own report_to takes) reads like a comma-separated string.
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(part, str) for part in parts):
+        raise ValueError(f"Expected `report_to` to be one of {REPORT_TO}, a list of them, or null but got {value!r}")
+    names = [name.strip() for part in parts for name in part.split(",") if name.strip()]
+    if not names:  # "" or [] names no tracker
+        return "none"
     unknown = [name for name in names if name not in REPORT_TO and name not in OTHER_TRACKERS]
     if unknown:
         raise ValueError(f"Expected `report_to` to be one of {REPORT_TO} (or null) but got {value!r}")

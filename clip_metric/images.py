@@ -27,6 +27,10 @@ ValueRange = tuple[float, float]
 # VAE decode, say) before they are refused; whatever passes is clamped into the range.
 _RANGE_TOLERANCE = 1e-3
 
+# float32 maps a range to [0, 1] only while its bounds are at most this many widths from zero
+# (an error of at most 2**-20 in [0, 1]); beyond, the mapping is done in float64.
+_FLOAT32_SPAN = 16
+
 # Above this many resized pixels, only the window the center crop keeps is resized (a tiny file
 # with an extreme aspect ratio must not demand gigabytes).
 _MAX_RESIZED_PIXELS = 4096 * 4096
@@ -50,12 +54,16 @@ def check_value_range(value_range: Any) -> ValueRange:
     Raises:
         ValueError: naming the range and what is wrong with it.
     """
+    # Only an ordered pair of real numbers: a string, a set (unordered) or bools are no range.
+    if isinstance(value_range, (str, bytes, set, frozenset, dict)):
+        raise ValueError(f"Expected `value_range` to be a pair (low, high) but got {value_range!r}")
     try:
-        if isinstance(value_range, (str, bytes)):
-            raise TypeError
-        low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
+        bounds = list(value_range)
+    except TypeError:
         raise ValueError(f"Expected `value_range` to be a pair (low, high) but got {value_range!r}") from None
+    if len(bounds) != 2:
+        raise ValueError(f"Expected `value_range` to be a pair (low, high) but got {value_range!r}")
+    low, high = (_range_bound(v, value_range) for v in bounds)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"Expected `value_range` with finite bounds but got {value_range!r}")
     if not low < high:
@@ -72,6 +80,24 @@ def check_value_range(value_range: Any) -> ValueRange:
             f"{value_range!r}, whose width {width!r} underflows"
         )
     return low, high
+
+
+def _range_bound(value: Any, value_range: Any) -> float:
+    """One bound of ``value_range`` as a float: a real number (a 0-d array or tensor too), never a bool."""
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"Expected `value_range` to be a pair of real numbers (low, high) but got {value_range!r}, "
+            f"whose bound {value!r} is a {type(value).__name__}"
+        )
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"Expected `value_range` with bounds a float can hold but got {value_range!r}, "
+            f"whose bound overflows a float"
+        ) from None
 
 
 def _suggest_range(vmin: float, vmax: float) -> str:
@@ -229,7 +255,7 @@ def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False)
             images = images.float()
         elif _float32_safe(value_range):
             images = (images.float() - low) / (high - low)
-        else:  # bounds or width beyond float32 (e.g. (0, 1e-300) on float64 images)
+        else:  # bounds, width or relative precision beyond float32 (e.g. (0, 1e-300) or (1e8, 1e8 + 1))
             images = ((images.double() - low) / (high - low)).float()
         images = images.clamp(0.0, 1.0)
     if channels == 1:
@@ -238,10 +264,17 @@ def _to_rgb01(images: Tensor, value_range: ValueRange, keep_uint8: bool = False)
 
 
 def _float32_safe(value_range: ValueRange) -> bool:
-    """Whether mapping ``value_range`` to [0, 1] in float32 neither overflows nor underflows."""
+    """Whether mapping ``value_range`` to [0, 1] in float32 neither overflows, underflows nor loses
+    the range's relative precision.
+
+    float32 rounds a value of magnitude ``m`` to about ``m * 2**-24``; against the width that is
+    an error of ``m / width * 2**-24`` in [0, 1], so bounds far from zero against the width (e.g.
+    ``(1e8, 1e8 + 1)``) are mapped in float64 first.
+    """
     low, high = value_range
     info = torch.finfo(torch.float32)
-    return max(abs(low), abs(high)) <= info.max / 4 and high - low >= info.tiny * 2**24
+    magnitude, width = max(abs(low), abs(high)), high - low
+    return magnitude <= info.max / 4 and width >= info.tiny * 2**24 and magnitude <= width * _FLOAT32_SPAN
 
 
 def _check_range_fits(dtype: torch.dtype, value_range: ValueRange) -> None:

@@ -343,7 +343,7 @@ def _from_sequence(builder: _Builder, data: Sequence[Any], where_of: Any) -> Non
 
 
 def _load_txt(path: Path, builder: _Builder) -> None:
-    for number, line in enumerate(_parse(path, split_lines), start=1):
+    for number, line in enumerate(_parse(path, lambda text: split_lines(text, path)), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

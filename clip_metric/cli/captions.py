@@ -197,7 +197,7 @@ def pair_images_with_captions(images: Sequence[Path], prompts_file: str | os.Pat
         path = Path(prompts_file)
         pairs.sources.append(path)
         if path.suffix.lower() == ".txt":
-            lines = [line.strip() for line in split_lines(read_text(path, "prompts file")) if line.strip()]
+            lines = [line.strip() for line in split_lines(read_text(path, "prompts file"), path) if line.strip()]
             if len(lines) != len(images):
                 raise ValueError(f"{shown(path)} has {len(lines)} prompts but {len(images)} images were given")
             pairs.images, pairs.prompts, pairs.keys = list(images), lines, list(lines)

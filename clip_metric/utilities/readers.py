@@ -134,7 +134,26 @@ def parse_json(text: str, path: str | os.PathLike, first_line: int = 1) -> Any:
         raise located(path, first_line, f"invalid JSON: {err} is not a number JSON allows") from None
 
 
-def split_lines(text: str) -> list[str]:
+def check_line_ends(text: str, path: str | os.PathLike) -> str:
+    """``text`` unchanged, unless its lines end in ``"\\r"`` alone (old Mac files).
+
+    Lines end at ``"\\n"`` only, so such a file would be read as one line: it holds ``"\\r"``
+    but no ``"\\n"``, and is refused rather than read as one long line.
+
+    Raises:
+        ValueError: naming the file, for a text with ``"\\r"`` and no ``"\\n"``.
+    """
+    if "\r" in text and "\n" not in text:
+        raise located(
+            path,
+            None,
+            "its lines end in '\\r' alone (no '\\n' in the file); lines end at '\\n' or '\\r\\n', and a lone "
+            "'\\r' stays inside its line: convert the file, e.g. tr '\\r' '\\n' < old > new",
+        )
+    return text
+
+
+def split_lines(text: str, path: str | os.PathLike | None = None) -> list[str]:
     """The lines of a text, the one line splitter of every line-based reader.
 
     Lines end at ``"\\n"`` only, and one ``"\\r"`` before it goes with it (Windows files):
@@ -146,7 +165,14 @@ def split_lines(text: str) -> list[str]:
     Example:
         >>> split_lines("a red fox\\u2028in snow\\r\\n\\ufeffa cat\\f\\n")
         ['a red fox\\u2028in snow', 'a cat\\x0c', '']
+
+    Args:
+        text: the text to split.
+        path: the file it was read from; given, a text whose lines end in ``"\\r"`` alone is
+            refused (see :func:`check_line_ends`).
     """
+    if path is not None:
+        check_line_ends(text, path)
     lines = text.split("\n")
     for index, line in enumerate(lines):
         if line.endswith("\r"):
@@ -163,7 +189,7 @@ def iter_jsonl(text: str, path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     Lines are those of :func:`split_lines` (JSON Lines' separator is ``"\\n"``; a string may
     hold U+2028 unescaped).
     """
-    for number, line in enumerate(split_lines(text), start=1):
+    for number, line in enumerate(split_lines(text, path), start=1):
         if line.strip():
             yield number, parse_json(line, path, first_line=number)
 
@@ -183,7 +209,13 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
             (compared case-insensitively), or a row with more fields than the header.
     """
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    check_line_ends(text, path)
     text = text.replace("\n\ufeff", "\n")  # a byte-order mark starting a line is no text (see split_lines)
+    # Records end at "\n" only, as in split_lines: the csv module would also end one at a lone
+    # "\r", so each "\r" not before "\n" is parked as a character the text lacks and put back.
+    carriage = _absent_character(text) if "\r" in text else None
+    if carriage is not None:
+        text = _LONE_CARRIAGE_RETURN.sub(carriage, text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     header: list[str] | None = None
     names: list[str] = []
@@ -192,6 +224,8 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
     try:
         for cells in reader:
             line, start = start, reader.line_num + 1
+            if carriage is not None:
+                cells = [cell.replace(carriage, "\r") for cell in cells]
             if not any(cell.strip() for cell in cells):
                 continue
             if header is None:
@@ -211,3 +245,15 @@ def read_table(text: str, path: str | os.PathLike, delimiter: str) -> tuple[list
     except csv.Error as err:
         raise located(path, start, f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {err}") from None
     return header or [], rows
+
+
+_LONE_CARRIAGE_RETURN = re.compile("\r(?!\n)")
+
+
+def _absent_character(text: str) -> str:
+    """A private-use character that does not occur in ``text`` (a stand-in while parsing)."""
+    present = set(text)
+    for code in range(0xE000, 0xF900):
+        if chr(code) not in present:
+            return chr(code)
+    raise ValueError("Expected a text without every private-use character but got one that holds them all")

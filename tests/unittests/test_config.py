@@ -27,7 +27,7 @@ def test_a_string_false_leaves_the_user_library_alone(tmp_path, word):
 
 
 def test_config_booleans_read_other_strings_as_no_boolean():
-    assert config_bool("k", "maybe") is None and config_bool("k", 1) is None and config_bool("k", "No") is False
+    assert config_bool("k", "maybe") is None and config_bool("k", 2) is None and config_bool("k", "No") is False
 
 
 def test_a_tracker_the_package_does_not_drive_is_ignored_with_a_warning(tiny_clip_dir):
