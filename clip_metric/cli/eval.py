@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_metric.cli._common import CliError, Formatter, launch, non_negative_int, positive_int, resolve_model
+from clip_metric.cli._names import shown
 from clip_metric.cli.score import PRECISIONS
 from clip_metric.utilities.constants import (
     DEFAULT_MIN_PROMPTS,
@@ -518,7 +519,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"pipelines": summaries, "prompts": args.prompts, "model": args.model}))
         return 0
     for summary in summaries:
-        print(f"{summary['pipeline']} (step {summary['step']}):")
+        print(f"{shown(summary['pipeline'])} (step {summary['step']}):")
         for key in STAT_NAMES:
             value = summary[f"clip/{key}"]
             print(f"  clip/{key:<9} {int(value) if key == 'count' else f'{value:.4f}'}")
@@ -526,8 +527,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  clip/delta     {summary['clip/delta']:+.4f} +/- {summary['clip/delta_ci']:.4f} over "
                   f"{int(summary['clip/delta_count'])} prompts (paired with the pipeline before)")
         if summary.get("score_file"):
-            print(f"  scores: {summary['score_file']}")
+            print(f"  scores: {shown(summary['score_file'])}")
     print(f"signature: {summaries[-1]['signature']}")
     if args.output_dir:
-        print(f"compare them: clip-metric compare {args.output_dir}")
+        print(f"compare them: clip-metric compare {shown(args.output_dir)}")
     return 0
