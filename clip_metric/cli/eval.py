@@ -93,13 +93,32 @@ def _size(text: str) -> int:
 
 
 def _pipeline_kwargs(text: str) -> dict:
-    """A JSON object of further pipeline-call arguments, none of those the command sets itself."""
+    """A JSON object of further pipeline-call arguments, none of those the command sets itself.
+
+    Non-finite numbers (``NaN``, ``Infinity``, or a literal such as ``1e999`` that overflows to
+    infinity) and duplicate keys, at any depth, are refused: each would render, then fail or
+    silently drop a value.
+    """
     def refuse(constant: str) -> None:  # NaN and Infinity: Python's json takes them, JSON files cannot hold them
         raise ValueError(f"{constant} is not a JSON number")
 
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"{literal} is not a finite number")
+        return value
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        result: dict = {}
+        for key, value in pairs:
+            if key in result:
+                raise ValueError(f"duplicate key {key!r}")
+            result[key] = value
+        return result
+
     try:
-        value = json.loads(text, parse_constant=refuse)
-    except ValueError as err:
+        value = json.loads(text, parse_constant=refuse, parse_float=finite, object_pairs_hook=unique)
+    except (ValueError, RecursionError) as err:
         raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r} ({err})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r}")
@@ -109,6 +128,32 @@ def _pipeline_kwargs(text: str) -> dict:
             f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by clip-metric eval itself (use its options)"
         )
     return value
+
+
+def _check_call_arguments(source: str, cls: Any, kwargs: dict) -> None:
+    """Every ``--pipeline-kwargs`` name is an explicit parameter of ``cls.__call__``.
+
+    A pipeline whose call also takes ``**kwargs`` ignores names it does not know (a typo such as
+    ``guidence_scale`` would render with the default): those are refused too.
+    """
+    import inspect
+
+    if not kwargs:
+        return
+    try:
+        parameters = inspect.signature(cls.__call__).parameters
+    except (TypeError, ValueError):  # no signature to check against: the pipeline's call decides
+        return
+    named = [n for n, p in parameters.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(named))
+    if unknown:
+        swallowed = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        raise CliError(
+            f"--pipeline-kwargs: {cls.__name__} (of {shown(source)}) takes no argument "
+            f"{', '.join(map(repr, unknown))}"
+            f"{' (its **kwargs would ignore it silently)' if swallowed else ''}; it takes: "
+            f"{', '.join(n for n in named if n not in _SET_BY_EVAL)}"
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -247,6 +292,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for source, index in indexes:
         _check_pipeline_class(source, index, diffusers)
         _check_steps(source, index, args.num_inference_steps)
+        name = None if index is None else index.get("_class_name")
+        if isinstance(name, str):  # a hub id or a custom class: checked once loaded
+            _check_call_arguments(source, getattr(diffusers, name), args.pipeline_kwargs)
     if loras:
         import importlib.util
 
@@ -372,6 +420,7 @@ def _load_pipeline(source: str, args: argparse.Namespace, device: Any) -> Any:
             if current is None:
                 raise CliError(f"{source}: the base pipeline has no {kind} to replace")
             pipe.register_modules(**{kind: _from_pretrained(type(current), str(folder), dtype)})
+    _check_call_arguments(args.base or source, type(pipe), args.pipeline_kwargs)
     return pipe.to(device)
 
 
