@@ -186,7 +186,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         default=0, help="added to every prompt's seed: other noise for the same prompts")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="prompts per pipeline call on each device")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="CLIP precision, and the pipeline's dtype (auto: float32 on the CPU, bfloat16 on CUDA)")
+                        help="CLIP precision, and the pipeline's dtype. auto: CLIP bf16-mixed on CUDA (16-mixed without bf16) and on "
+                             "CPUs with AMX or AVX512-BF16, else 32; the pipeline bfloat16 on CUDA (float16 without bf16), "
+                             "float32 on the CPU")
     parser.add_argument("--devices", type=positive_int, default=1, help="number of devices (processes)")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda", "gpu"), help="where to run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no loading messages")
