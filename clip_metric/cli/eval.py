@@ -555,7 +555,35 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+@contextlib.contextmanager
+def _library_notices(quiet: bool) -> Any:
+    """With ``quiet``, diffusers' and transformers' notices are off for the whole command (their
+    checks before loading import pipeline modules, which log), and their levels restored after."""
+    if not quiet:
+        yield
+        return
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # refused by the checks, with the reason
+        yield
+        return
+    levels = [(module, module.get_verbosity()) for module in (diffusers_logging, transformers_logging)]
+    for module, _ in levels:
+        module.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for module, level in levels:
+            module.set_verbosity(level)
+
+
 def run(args: argparse.Namespace) -> int:
+    with _library_notices(args.quiet):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     _check_inputs(args)
     args.model = resolve_model(args.model)
     if args.accelerator in ("cuda", "gpu"):
