@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clip_metric.cli._common import CliError, Formatter, launch, non_negative_int, positive_int, resolve_model
+from clip_metric.cli._names import shown
 from clip_metric.cli.score import PRECISIONS
 from clip_metric.utilities.constants import (
     DEFAULT_MIN_PROMPTS,
@@ -92,13 +93,32 @@ def _size(text: str) -> int:
 
 
 def _pipeline_kwargs(text: str) -> dict:
-    """A JSON object of further pipeline-call arguments, none of those the command sets itself."""
+    """A JSON object of further pipeline-call arguments, none of those the command sets itself.
+
+    Non-finite numbers (``NaN``, ``Infinity``, or a literal such as ``1e999`` that overflows to
+    infinity) and duplicate keys, at any depth, are refused: each would render, then fail or
+    silently drop a value.
+    """
     def refuse(constant: str) -> None:  # NaN and Infinity: Python's json takes them, JSON files cannot hold them
         raise ValueError(f"{constant} is not a JSON number")
 
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"{literal} is not a finite number")
+        return value
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        result: dict = {}
+        for key, value in pairs:
+            if key in result:
+                raise ValueError(f"duplicate key {key!r}")
+            result[key] = value
+        return result
+
     try:
-        value = json.loads(text, parse_constant=refuse)
-    except ValueError as err:
+        value = json.loads(text, parse_constant=refuse, parse_float=finite, object_pairs_hook=unique)
+    except (ValueError, RecursionError) as err:
         raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r} ({err})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object but got {text!r}")
@@ -108,6 +128,32 @@ def _pipeline_kwargs(text: str) -> dict:
             f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by clip-metric eval itself (use its options)"
         )
     return value
+
+
+def _check_call_arguments(source: str, cls: Any, kwargs: dict) -> None:
+    """Every ``--pipeline-kwargs`` name is an explicit parameter of ``cls.__call__``.
+
+    A pipeline whose call also takes ``**kwargs`` ignores names it does not know (a typo such as
+    ``guidence_scale`` would render with the default): those are refused too.
+    """
+    import inspect
+
+    if not kwargs:
+        return
+    try:
+        parameters = inspect.signature(cls.__call__).parameters
+    except (TypeError, ValueError):  # no signature to check against: the pipeline's call decides
+        return
+    named = [n for n, p in parameters.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(named))
+    if unknown:
+        swallowed = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        raise CliError(
+            f"--pipeline-kwargs: {cls.__name__} (of {shown(source)}) takes no argument "
+            f"{', '.join(map(repr, unknown))}"
+            f"{' (its **kwargs would ignore it silently)' if swallowed else ''}; it takes: "
+            f"{', '.join(n for n in named if n not in _SET_BY_EVAL)}"
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -140,7 +186,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         default=0, help="added to every prompt's seed: other noise for the same prompts")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="prompts per pipeline call on each device")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="CLIP precision, and the pipeline's dtype (auto: float32 on the CPU, bfloat16 on CUDA)")
+                        help="CLIP precision, and the pipeline's dtype. auto: CLIP bf16-mixed on CUDA (16-mixed without bf16) and on "
+                             "CPUs with AMX or AVX512-BF16, else 32; the pipeline bfloat16 on CUDA (float16 without bf16), "
+                             "float32 on the CPU")
     parser.add_argument("--devices", type=positive_int, default=1, help="number of devices (processes)")
     parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda", "gpu"), help="where to run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no loading messages")
@@ -246,6 +294,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for source, index in indexes:
         _check_pipeline_class(source, index, diffusers)
         _check_steps(source, index, args.num_inference_steps)
+        name = None if index is None else index.get("_class_name")
+        if isinstance(name, str):  # a hub id or a custom class: checked once loaded
+            _check_call_arguments(source, getattr(diffusers, name), args.pipeline_kwargs)
     if loras:
         import importlib.util
 
@@ -371,6 +422,7 @@ def _load_pipeline(source: str, args: argparse.Namespace, device: Any) -> Any:
             if current is None:
                 raise CliError(f"{source}: the base pipeline has no {kind} to replace")
             pipe.register_modules(**{kind: _from_pretrained(type(current), str(folder), dtype)})
+    _check_call_arguments(args.base or source, type(pipe), args.pipeline_kwargs)
     return pipe.to(device)
 
 
@@ -503,7 +555,35 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+@contextlib.contextmanager
+def _library_notices(quiet: bool) -> Any:
+    """With ``quiet``, diffusers' and transformers' notices are off for the whole command (their
+    checks before loading import pipeline modules, which log), and their levels restored after."""
+    if not quiet:
+        yield
+        return
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # refused by the checks, with the reason
+        yield
+        return
+    levels = [(module, module.get_verbosity()) for module in (diffusers_logging, transformers_logging)]
+    for module, _ in levels:
+        module.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for module, level in levels:
+            module.set_verbosity(level)
+
+
 def run(args: argparse.Namespace) -> int:
+    with _library_notices(args.quiet):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     _check_inputs(args)
     args.model = resolve_model(args.model)
     if args.accelerator in ("cuda", "gpu"):
@@ -518,7 +598,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"pipelines": summaries, "prompts": args.prompts, "model": args.model}))
         return 0
     for summary in summaries:
-        print(f"{summary['pipeline']} (step {summary['step']}):")
+        print(f"{shown(summary['pipeline'])} (step {summary['step']}):")
         for key in STAT_NAMES:
             value = summary[f"clip/{key}"]
             print(f"  clip/{key:<9} {int(value) if key == 'count' else f'{value:.4f}'}")
@@ -526,8 +606,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  clip/delta     {summary['clip/delta']:+.4f} +/- {summary['clip/delta_ci']:.4f} over "
                   f"{int(summary['clip/delta_count'])} prompts (paired with the pipeline before)")
         if summary.get("score_file"):
-            print(f"  scores: {summary['score_file']}")
+            print(f"  scores: {shown(summary['score_file'])}")
     print(f"signature: {summaries[-1]['signature']}")
     if args.output_dir:
-        print(f"compare them: clip-metric compare {args.output_dir}")
+        print(f"compare them: clip-metric compare {shown(args.output_dir)}")
     return 0
