@@ -87,7 +87,8 @@ def prompts_to_keep(
         return n
     s = math.sqrt(variance)
     central3 = total_cube / n - 3.0 * (total / n) * total_sq / n + 2.0 * (total / n) ** 3
-    skew = abs(central3) / variance**1.5
+    skew = abs(central3) / s / s / s  # one division at a time: s**3 underflows for tiny spreads
+
     def narrow_enough(n: int) -> bool:
         t = t_quantile(0.5 + level / 2, n - 1)
         return t * s / math.sqrt(n) + skew * s * (2 * t * t + 1) / (6 * n) <= target_ci

@@ -259,7 +259,7 @@ def holm(p_values: Iterable[float], level: float = DEFAULT_LEVEL) -> list[tuple[
         >>> [(round(p, 3), s) for p, s in holm([0.01, 0.04, 0.03])]
         [(0.03, True), (0.06, False), (0.06, False)]
     """
-    alpha = 1.0 - _check_level(level)
+    level = _check_level(level)
     values = [float(p) for p in p_values]
     tested = sorted((p, i) for i, p in enumerate(values) if not math.isnan(p))
     family = len(tested)
@@ -268,7 +268,8 @@ def holm(p_values: Iterable[float], level: float = DEFAULT_LEVEL) -> list[tuple[
     for rank, (p, index) in enumerate(tested):
         running = max(running, min(1.0, (family - rank) * p))  # adjusted p-values never decrease
         adjusted[index] = running
-    return [(p, (not math.isnan(p)) and p < alpha) for p in adjusted]
+    # p + level < 1 rather than p < 1 - level: 1 - 0.95 is 0.05000000000000004 in floating point.
+    return [(p, (not math.isnan(p)) and p + level < 1.0) for p in adjusted]
 
 
 def delta_half_width(
@@ -300,7 +301,8 @@ def delta_half_width(
     if variance <= 0.0:
         return base
     central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
-    skew = central3 / variance**1.5
+    sd = math.sqrt(variance)
+    skew = central3 / sd / sd / sd  # one division at a time: sd**3 underflows for tiny spreads
     t = t_quantile(0.5 + level / 2, n - 1)
     return base + abs(skew) * math.sqrt(variance) * (2.0 * t * t + 1.0) / (6.0 * n)
 
@@ -308,9 +310,10 @@ def delta_half_width(
 def delta_p_value(total: float, total_sq: float, total_cube: float, count: float) -> float:
     """Two-sided p-value of "no change" that matches :func:`delta_half_width`.
 
-    The ``1 - level`` at which the skew-corrected interval's edge reaches zero, found by
-    bisection on the level (the half-width grows with the level): the interval of level ``L``
-    excludes zero exactly when this is below ``1 - L``. NaN below two samples; 1 for a zero mean,
+    The ``1 - level`` at which the skew-corrected interval's edge reaches zero: the half-width
+    ``t s / sqrt(n) + |g| s (2 t^2 + 1) / (6 n)`` is quadratic in the quantile ``t``, so the ``t``
+    whose half-width is ``|mean|`` is a root, and the p-value its two-sided tail. The interval of
+    level ``L`` excludes zero exactly when this is below ``1 - L``. NaN below two samples; 1 for a zero mean,
     0 for a non-zero mean without spread.
 
     Example:
@@ -324,17 +327,18 @@ def delta_p_value(total: float, total_sq: float, total_cube: float, count: float
     mean = total / n
     if mean == 0.0:
         return 1.0
-    if max(total_sq - total * total / n, 0.0) == 0.0:
+    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
+    if variance == 0.0:
         return 0.0
-    low, high = 1e-12, 1.0 - 1e-12  # levels
-    if delta_half_width(total, total_sq, total_cube, n, low) >= abs(mean):
-        return 1.0
-    if delta_half_width(total, total_sq, total_cube, n, high) < abs(mean):
+    sd = math.sqrt(variance)
+    central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
+    skew = abs(central3 / sd / sd / sd)  # one division at a time: sd**3 underflows for tiny spreads
+    # half(t) = a t^2 + b t + skew s / (6 n), increasing for t >= 0; solve half(t) = |mean|.
+    a, b, c = skew * sd / (3.0 * n), sd / math.sqrt(n), skew * sd / (6.0 * n) - abs(mean)
+    if c >= 0.0:
+        return 1.0  # even the narrowest interval reaches zero
+    denominator = b + math.sqrt(b * b - 4.0 * a * c)
+    if denominator == 0.0:
         return 0.0
-    for _ in range(60):
-        middle = 0.5 * (low + high)
-        if delta_half_width(total, total_sq, total_cube, n, middle) < abs(mean):
-            low = middle
-        else:
-            high = middle
-    return 1.0 - 0.5 * (low + high)
+    t = -2.0 * c / denominator  # the positive root, stable as the skew goes to 0
+    return min(1.0, 2.0 * (1.0 - t_cdf(t, n - 1)))

@@ -440,8 +440,7 @@ def test_other_loggers_get_the_signature_as_a_hyperparameter(tmp_path, tiny_clip
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"validation_prompt_library": 0}, "`validation_prompt_library` to be a path or true/false but got 0"),
-        ({"validation_prompt_library": 1}, "`validation_prompt_library` to be a path or true/false but got 1"),
+        ({"validation_prompt_library": 2}, "`validation_prompt_library` to be a path or true/false but got 2"),
         ({"validation_prompt_library": 1.0}, "`validation_prompt_library` to be a path or true/false but got 1.0"),
         ({"user_prompt_library": 5}, "`user_prompt_library` to be a path but got 5"),
         ({"pretrained_evaluation_model_name_or_path": 5}, "a hub id or a path but got 5"),

@@ -139,3 +139,15 @@ def test_holm_keeps_the_family_wise_error_at_five_percent_over_ten_null_comparis
     bound = 0.05 + 3 * math.sqrt(0.05 * 0.95 / repetitions)  # binomial error of the target
     assert any_adjusted / repetitions <= bound
     assert any_unadjusted / repetitions > 0.3
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=3, max_size=60), st.floats(0.5, 0.99))
+def test_the_skew_corrected_p_value_is_the_level_where_its_interval_reaches_zero(values, level):
+    d = np.asarray(values)
+    sums = (float(d.sum()), float((d**2).sum()), float((d**3).sum()), d.size)
+    p = intervals.delta_p_value(*sums)
+    width = intervals.delta_half_width(*sums, level)
+    mean = abs(float(d.mean()))
+    if np.std(d) > 1e-9 and abs(mean - width) > 1e-9 * max(width, 1e-12):
+        assert (p < 1 - level) == (mean > width)
