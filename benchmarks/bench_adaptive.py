@@ -171,24 +171,8 @@ def _moments(d: np.ndarray) -> tuple[float, float, float, int]:
 
 
 def _evaluate(rule: StoppingRule, scores: np.ndarray, previous: np.ndarray | None) -> tuple[int, float, float]:
-    """What an evaluation of ``scores`` (in evaluation order) renders after ``previous``: count, delta, delta_ci.
-
-    The rule is asked after each round exactly as ``PromptEvaluator`` asks it (synced moments).
-    """
-    library = scores.size
-    bounds = rule.bounds(library)
-    n = library
-    for bound in bounds:
-        x = scores[:bound]
-        pairs = None
-        if previous is not None:
-            m = min(bound, previous.size)
-            pairs = _moments(x[:m] - previous[:m])
-        decision = rule.decide(bound, library, (float(x.sum()), float((x * x).sum()), bound), pairs,
-                               0 if previous is None else previous.size)
-        if decision.stop or bound == bounds[-1]:
-            n = max(bound, decision.render_to)
-            break
+    """What an evaluation of ``scores`` (in evaluation order) renders after ``previous``: count, delta, delta_ci."""
+    n = rule.replay(scores, previous)  # the rule asked after each round, as PromptEvaluator asks it
     if previous is None:
         return n, math.nan, math.nan
     m = min(n, previous.size)

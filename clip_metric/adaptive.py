@@ -196,6 +196,40 @@ class StoppingRule:
         return Decision(mean_reached, scored, False)
 
 
+    def replay(self, scores: Sequence[float], previous: Sequence[float] | None = None) -> int:
+        """How many of ``scores`` (per-prompt, in evaluation order) an evaluation renders after ``previous``.
+
+        Asks :meth:`decide` after each round exactly as :class:`~clip_metric.evaluation.PromptEvaluator`
+        does, from the moments of the prefix and of its differences with ``previous`` (the previous
+        evaluation's scores, in the same order). For simulations of the rule without a model.
+
+        Example:
+            >>> StoppingRule(0.5, min_prompts=4, round_size=2).replay([0.3, 0.31, 0.29, 0.3, 0.32, 0.3])
+            4
+        """
+        import numpy as np
+
+        values = np.asarray(scores, dtype=np.float64)
+        library = int(values.size)
+        sums = np.cumsum(np.stack([values, values * values]), axis=1)  # moments of every prefix at once
+        pair_sums, before = None, 0
+        if previous is not None:
+            prior = np.asarray(previous, dtype=np.float64)
+            before = int(prior.size)
+            diffs = values[:before] - prior[: min(before, library)]
+            pair_sums = np.cumsum(np.stack([diffs, diffs**2, diffs**3]), axis=1)
+        bounds = self.bounds(library)
+        for bound in bounds:
+            pairs = None
+            if pair_sums is not None:
+                m = min(bound, pair_sums.shape[1])
+                pairs = (*(float(v) for v in pair_sums[:, m - 1]), m) if m else (0.0, 0.0, 0.0, 0)
+            scored = (float(sums[0, bound - 1]), float(sums[1, bound - 1]), bound)
+            decision = self.decide(bound, library, scored, pairs, before)
+            if decision.stop or bound == bounds[-1]:
+                return max(bound, decision.render_to)
+        return library
+
 def settings_warning(min_prompts: int, round_size: int) -> str | None:
     """Why ``min_prompts``/``round_size`` make the adaptive interval mean less than it says, or None."""
     problems = []

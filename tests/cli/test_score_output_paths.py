@@ -6,22 +6,15 @@ import os
 import socket
 import stat
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from _helpers.data import captioned_folder
 from clip_metric.cli import main
 
 
 @pytest.fixture()
 def captioned(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"scene-{i}.png")
-        (folder / f"scene-{i}.txt").write_text(f"caption {i}")
-    return folder
+    return captioned_folder(tmp_path, count=2)
 
 
 def _score(folder, model, output):

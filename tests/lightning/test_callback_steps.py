@@ -7,7 +7,6 @@ where the evaluation runs, whatever the schedule.
 
 from __future__ import annotations
 
-import logging
 import re
 
 import lightning.pytorch as pl
@@ -31,15 +30,6 @@ def _read_tensorboard(log_dir):
     return events
 
 
-@pytest.fixture()
-def info_lines():
-    lines: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize(

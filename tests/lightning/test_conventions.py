@@ -10,7 +10,6 @@ in one Trainer, ``fast_dev_run``, where score files go, ``trainer.test()``, chec
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import pickle
@@ -100,16 +99,6 @@ def encoder(tiny_clip_dir):
     return ClipEncoder.from_pretrained(tiny_clip_dir, precision="32")
 
 
-@pytest.fixture()
-def info_lines():
-    """What Lightning's info logger prints (``rank_zero_info``), as messages."""
-    lines: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 # ---------------------------------------------------------------- precision context

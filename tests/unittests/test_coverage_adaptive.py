@@ -29,20 +29,7 @@ def _moments(d: np.ndarray) -> tuple[float, float, float, int]:
 
 def _evaluate(rule: StoppingRule, scores: np.ndarray, previous: np.ndarray | None) -> tuple[int, float]:
     """What an evaluation of ``scores`` (in evaluation order) renders, and its delta_ci, after ``previous``."""
-    library = scores.size
-    bounds = rule.bounds(library)
-    n = library
-    for bound in bounds:
-        x = scores[:bound]
-        pairs = None
-        if previous is not None:
-            m = min(bound, previous.size)
-            pairs = _moments(x[:m] - previous[:m])
-        decision = rule.decide(bound, library, (float(x.sum()), float((x * x).sum()), bound), pairs,
-                               0 if previous is None else previous.size)
-        if decision.stop or bound == bounds[-1]:
-            n = max(bound, decision.render_to)
-            break
+    n = rule.replay(scores, previous)
     if previous is None:
         return n, math.nan
     m = min(n, previous.size)

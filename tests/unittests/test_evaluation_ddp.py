@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from clip_metric.evaluation import PromptEvaluator
 from _helpers.checkpoints import PROMPTS, checkpoint
+from _helpers.processes import spawn_two
+from clip_metric.evaluation import PromptEvaluator
 
 # 197 prompts: the last round holds 5, an odd count, so one rank renders fewer than the other.
 LIBRARY = PROMPTS[:197]
@@ -81,14 +80,7 @@ def _failing_and_main_only_worker(rank: int, init_file: str, model_dir: str, out
 
 
 def _spawn(fn, args, timeout: float = 240.0) -> None:
-    """Start two processes and fail (not hang) if they do not finish in ``timeout`` seconds."""
-    context = mp.spawn(fn, args=args, nprocs=2, join=False)
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the two processes did not finish in {timeout:.0f} s (a rank is waiting in a collective)")
+    spawn_two(fn, args, timeout)
 
 
 @pytest.mark.slow

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from _helpers.checkpoints import PROMPTS, checkpoint
+from _helpers.processes import spawn_two
 from clip_metric.encoder import ClipEncoder
 from clip_metric.evaluation import PromptEvaluator
-from _helpers.checkpoints import PROMPTS, checkpoint
 
 LIBRARY = PROMPTS[:8]
 JOIN = 2.0
@@ -91,14 +91,7 @@ def _worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
 
 
 def _spawn(fn, args, timeout: float = 300.0) -> None:
-    """Start two processes and fail (not hang) if they do not finish in ``timeout`` seconds."""
-    context = mp.spawn(fn, args=args, nprocs=2, join=False)
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the two processes did not finish in {timeout:.0f} s (a rank is waiting in a collective)")
+    spawn_two(fn, args, timeout)
 
 
 @pytest.mark.slow
