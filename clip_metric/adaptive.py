@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, delta_half_width, half_width, t_quantile
+from clip_metric.intervals import DEFAULT_LEVEL, MIN_PAIRS, delta_half_width, half_width, spread_and_skew, t_quantile
 
 __all__ = [
     "KEEP_PAIRS_Z", "MIN_MEANINGFUL_PROMPTS", "MIN_MEANINGFUL_ROUND", "Decision", "StoppingRule",
@@ -47,13 +47,6 @@ skewed change, the third moment) behind an interval to be estimated."""
 MIN_MEANINGFUL_ROUND = 8
 """Below this ``round_size`` the rule looks at the interval after nearly every prompt, and stops
 on the first one that happens to be narrow (optional stopping): coverage falls below the level."""
-
-
-def _moments(total: float, total_sq: float, count: float) -> tuple[int, float, float]:
-    n = int(count)
-    mean = total / n
-    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
-    return n, mean, variance
 
 
 def keep_margin(need: int, z: float = KEEP_PAIRS_Z) -> float:
@@ -82,12 +75,9 @@ def prompts_to_keep(
     skewness is at most ``target_ci``, times ``margin`` (default :func:`keep_margin` of that
     ``n``), rounded up. ``count`` itself where the differences have no spread.
     """
-    n, _, variance = _moments(total, total_sq, count)
-    if variance <= 0.0:
+    n, _, s, skew = spread_and_skew(total, total_sq, total_cube, count)
+    if s == 0.0:
         return n
-    s = math.sqrt(variance)
-    central3 = total_cube / n - 3.0 * (total / n) * total_sq / n + 2.0 * (total / n) ** 3
-    skew = abs(central3) / s / s / s  # one division at a time: s**3 underflows for tiny spreads
 
     def narrow_enough(n: int) -> bool:
         t = t_quantile(0.5 + level / 2, n - 1)

@@ -22,7 +22,7 @@ from statistics import NormalDist
 from torch import Tensor
 
 __all__ = [
-    "DEFAULT_LEVEL", "MIN_PAIRS", "delta_half_width", "delta_p_value", "half_width", "holm", "moments", "p_value", "prompts_needed", "t_cdf", "t_quantile",
+    "DEFAULT_LEVEL", "MIN_PAIRS", "delta_half_width", "delta_p_value", "half_width", "holm", "spread_and_skew", "moments", "p_value", "prompts_needed", "t_cdf", "t_quantile",
 ]
 
 DEFAULT_LEVEL = 0.95
@@ -272,6 +272,20 @@ def holm(p_values: Iterable[float], level: float = DEFAULT_LEVEL) -> list[tuple[
     return [(p, (not math.isnan(p)) and p + level < 1.0) for p in adjusted]
 
 
+def spread_and_skew(total: float, total_sq: float, total_cube: float, count: float) -> tuple[int, float, float, float]:
+    """``(n, mean, s, |g|)`` of samples with these sums: ``s`` the sample standard deviation
+    (``ddof=1``), ``|g|`` the magnitude of the skewness (third central moment over ``s**3``; 0
+    without spread). What the skew-corrected interval and its uses read from the synced sums.
+    """
+    n = int(count)
+    mean = total / n
+    sd = math.sqrt(max(total_sq - total * total / n, 0.0) / (n - 1))
+    if sd == 0.0:
+        return n, mean, 0.0, 0.0
+    central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
+    return n, mean, sd, abs(central3 / sd / sd / sd)  # one division at a time: sd**3 underflows
+
+
 def delta_half_width(
     total: float, total_sq: float, total_cube: float, count: float, level: float = DEFAULT_LEVEL
 ) -> float:
@@ -295,16 +309,11 @@ def delta_half_width(
     if count < 2:
         return math.nan
     base = half_width(total, total_sq, int(count), level)
-    n = int(count)
-    mean = total / n
-    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
-    if variance <= 0.0:
+    n, _, sd, skew = spread_and_skew(total, total_sq, total_cube, count)
+    if sd == 0.0:
         return base
-    central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
-    sd = math.sqrt(variance)
-    skew = central3 / sd / sd / sd  # one division at a time: sd**3 underflows for tiny spreads
     t = t_quantile(0.5 + level / 2, n - 1)
-    return base + abs(skew) * math.sqrt(variance) * (2.0 * t * t + 1.0) / (6.0 * n)
+    return base + skew * sd * (2.0 * t * t + 1.0) / (6.0 * n)
 
 
 def delta_p_value(total: float, total_sq: float, total_cube: float, count: float) -> float:
@@ -321,18 +330,13 @@ def delta_p_value(total: float, total_sq: float, total_cube: float, count: float
         >>> 0 <= p < 0.05
         True
     """
-    n = int(count)
-    if n < 2:
+    if int(count) < 2:
         return math.nan
-    mean = total / n
+    n, mean, sd, skew = spread_and_skew(total, total_sq, total_cube, count)
     if mean == 0.0:
         return 1.0
-    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
-    if variance == 0.0:
+    if sd == 0.0:
         return 0.0
-    sd = math.sqrt(variance)
-    central3 = total_cube / n - 3.0 * mean * total_sq / n + 2.0 * mean**3
-    skew = abs(central3 / sd / sd / sd)  # one division at a time: sd**3 underflows for tiny spreads
     # half(t) = a t^2 + b t + skew s / (6 n), increasing for t >= 0; solve half(t) = |mean|.
     a, b, c = skew * sd / (3.0 * n), sd / math.sqrt(n), skew * sd / (6.0 * n) - abs(mean)
     if c >= 0.0:
