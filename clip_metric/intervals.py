@@ -22,7 +22,8 @@ from statistics import NormalDist
 from torch import Tensor
 
 __all__ = [
-    "DEFAULT_LEVEL", "MIN_PAIRS", "delta_half_width", "delta_p_value", "half_width", "holm", "spread_and_skew", "moments", "p_value", "prompts_needed", "t_cdf", "t_quantile",
+    "DEFAULT_LEVEL", "MIN_PAIRS", "delta_half_width", "delta_p_value", "half_width", "holm", "moments", "p_value",
+    "prompts_needed", "spread_and_skew", "t_cdf", "t_quantile",
 ]
 
 DEFAULT_LEVEL = 0.95
